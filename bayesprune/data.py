@@ -1,0 +1,248 @@
+"""Data sets held whole as tensors on the training device.
+
+Why tensors and not a ``DataLoader``: the data sets of the paper fit in memory
+many times over, and a per-sample transform pipeline costs more than the
+forward pass of these small networks.  We normalise once, move the whole split
+to the device, and batch by a seeded index permutation.
+
+``mnist`` and ``fashion-mnist`` are read straight from the idx files of the
+torchvision layout (``<data_dir>/MNIST/raw/train-images-idx3-ubyte[.gz]``), so
+a read-only data folder works and nothing is extracted; torchvision is used to
+download them (``download=True``) and to read CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data files are not where the config says; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class TensorDataset:
+    """A normalised train/test split, already on its device."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    def to(self, device: torch.device | str) -> "TensorDataset":
+        return TensorDataset(
+            self.name,
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_test.to(device),
+            self.y_test.to(device),
+            self.num_classes,
+        )
+
+
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> Iterator[torch.Tensor]:
+    """Seeded shuffled index batches covering all n examples (last one may be smaller)."""
+    perm = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch_size):
+        yield perm[start : start + batch_size]
+
+
+# ---------------------------------------------------------------- normalise
+def _normalise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean/std from the training split, applied to both splits."""
+    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+    xs = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
+    dims = (0, 2, 3)
+    mean = xt.mean(dim=dims, keepdim=True)
+    std = xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    return (xt - mean) / std, (xs - mean) / std
+
+
+def _labels(y: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+# ---------------------------------------------------------------- digits
+@functools.lru_cache(maxsize=4)
+def _digits() -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits: real, offline; fixed stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
+    y = bunch.target
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    xt, xs = _normalise(x_tr, x_te)
+    return TensorDataset("digits", xt, _labels(y_tr), xs, _labels(y_te), 10)
+
+
+# ---------------------------------------------------------------- synthetic
+@functools.lru_cache(maxsize=4)
+def _synthetic(n_train: int = 512, n_test: int = 256, classes: int = 4) -> TensorDataset:
+    """Tiny learnable data: class-dependent 8x8 patterns plus Gaussian noise."""
+    rng = np.random.default_rng(12345)
+    prototypes = rng.normal(size=(classes, 1, 8, 8)).astype(np.float32)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, classes, size=n)
+        x = prototypes[y] + 0.8 * rng.normal(size=(n, 1, 8, 8)).astype(np.float32)
+        return x, y
+
+    x_tr, y_tr = make(n_train)
+    x_te, y_te = make(n_test)
+    xt, xs = _normalise(x_tr, x_te)
+    return TensorDataset("synthetic", xt, _labels(y_tr), xs, _labels(y_te), classes)
+
+
+# ---------------------------------------------------------------- idx (MNIST layout)
+_IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (optionally .gz), the format of MNIST and Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an idx file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - offset != expected:
+        raise ValueError(f"{path} is truncated: header says {dims}, file has {len(data) - offset} bytes")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+
+
+def _find_idx(raw: Path, stem: str) -> Optional[Path]:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _torchvision_download(dataset: str, root: Path) -> None:
+    try:
+        import torchvision.datasets as tvd
+
+        cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[dataset]
+        for train in (True, False):
+            cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # network errors, checksum errors, read-only folders ...
+        raise DatasetNotFoundError(
+            f"could not download {dataset} into {root}: {type(exc).__name__}: {exc}. "
+            f"Place the files there by hand (torchvision layout) or check your network."
+        ) from None
+
+
+def _missing_message(dataset: str, folder: Path, files: list[str]) -> str:
+    return (
+        f"{dataset} files not found in {folder} (looked for {', '.join(files)}). "
+        f"Fix: pass download=True (CLI: --download) to fetch them, or point data_dir "
+        f"(CLI: --data-dir, or the BAYESPRUNE_DATA environment variable) at the folder "
+        f"that contains '{folder.parent.name}/'."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _idx_dataset(dataset: str, root: str, download: bool) -> TensorDataset:
+    raw = Path(root) / _IDX_FOLDERS[dataset] / "raw"
+    paths = {k: _find_idx(raw, stem) for k, stem in _IDX_FILES.items()}
+    if any(p is None for p in paths.values()):
+        if not download:
+            raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
+        _torchvision_download(dataset, Path(root))
+        paths = {k: _find_idx(raw, stem) for k, stem in _IDX_FILES.items()}
+        if any(p is None for p in paths.values()):
+            raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
+    arrays = {k: read_idx(p) for k, p in paths.items()}  # type: ignore[arg-type]
+    x_tr = arrays["train_x"].astype(np.float32)[:, None] / 255.0
+    x_te = arrays["test_x"].astype(np.float32)[:, None] / 255.0
+    xt, xs = _normalise(x_tr, x_te)
+    return TensorDataset(dataset, xt, _labels(arrays["train_y"]), xs, _labels(arrays["test_y"]), 10)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+@functools.lru_cache(maxsize=2)
+def _cifar10(root: str, download: bool) -> TensorDataset:
+    folder = Path(root) / "cifar-10-batches-py"
+    if not folder.is_dir():
+        if not download:
+            raise DatasetNotFoundError(
+                f"cifar10 files not found in {folder}. Fix: pass download=True (CLI: --download), "
+                f"or point data_dir (CLI: --data-dir, or BAYESPRUNE_DATA) at the folder that "
+                f"contains 'cifar-10-batches-py/'."
+            )
+        _torchvision_download("cifar10", Path(root))
+    try:
+        import torchvision.datasets as tvd
+
+        tr = tvd.CIFAR10(root=root, train=True, download=False)
+        te = tvd.CIFAR10(root=root, train=False, download=False)
+    except Exception as exc:
+        raise DatasetNotFoundError(f"cifar10 files in {folder} could not be read: {exc}") from None
+    x_tr = tr.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    x_te = te.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    xt, xs = _normalise(x_tr, x_te)
+    return TensorDataset("cifar10", xt, _labels(tr.targets), xs, _labels(te.targets), 10)
+
+
+# ---------------------------------------------------------------- entry point
+def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> TensorDataset:
+    """The config's data set, normalised, subsampled to ``train_size``, on ``device``.
+
+    Loaded splits are cached per process (CPU copies), so sweeps and notebooks
+    read the files once.
+    """
+    root = str(Path(cfg.data_dir).expanduser())
+    if cfg.dataset == "digits":
+        ds = _digits()
+    elif cfg.dataset == "synthetic":
+        ds = _synthetic()
+    elif cfg.dataset in _IDX_FOLDERS:
+        ds = _idx_dataset(cfg.dataset, root, cfg.download)
+    elif cfg.dataset == "cifar10":
+        ds = _cifar10(root, cfg.download)
+    else:  # pragma: no cover - RunConfig validation forbids it
+        raise ValueError(f"unknown dataset {cfg.dataset!r}")
+    if cfg.train_size is not None and cfg.train_size < ds.n_train:
+        g = torch.Generator().manual_seed(cfg.seed + 7919)
+        idx = torch.randperm(ds.n_train, generator=g)[: cfg.train_size]
+        ds = TensorDataset(ds.name, ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, ds.num_classes)
+    return ds.to(device)

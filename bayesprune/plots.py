@@ -1,0 +1,66 @@
+"""Figures in the layout of the paper's Figures 4, 7 and 10.
+
+Left panel: train/test loss (solid/dashed) with test accuracy on a twin axis.
+Right panel: the Bayes factor on a log scale and the measured sparsity.
+Bayes factors of whole data sets are astronomically large or small numbers
+(e^±1000 is common), so we plot log10 BF on a linear axis, which is the same
+picture as BF on a log axis without overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Union
+
+import pandas as pd
+
+Histories = Union[pd.DataFrame, Mapping[str, pd.DataFrame]]
+
+
+def _as_mapping(histories: Histories) -> dict[str, pd.DataFrame]:
+    if isinstance(histories, pd.DataFrame):
+        return {"run": histories}
+    return dict(histories)
+
+
+def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None):
+    """Two-panel learning curves for one history or several overlaid (label -> history)."""
+    import matplotlib.pyplot as plt
+
+    runs = _as_mapping(histories)
+    if fig is None:
+        fig = plt.figure(figsize=(12, 4.2))
+    fig.clear()
+    ax_loss, ax_bf = fig.subplots(1, 2)
+    ax_acc = ax_loss.twinx()
+    ax_sp = ax_bf.twinx()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, h) in enumerate(runs.items()):
+        c = colors[i % len(colors)]
+        if len(h) == 0:
+            continue
+        ax_loss.plot(h["epoch"], h["train_loss"], color=c, ls="-", label=f"{label} train loss")
+        ax_loss.plot(h["epoch"], h["test_loss"], color=c, ls="--", label=f"{label} test loss")
+        ax_acc.plot(h["epoch"], h["test_acc"], color=c, ls=":", marker=".", label=f"{label} test acc")
+        log10_bf = h["log_bf"] / math.log(10)
+        if log10_bf.notna().any():
+            ax_bf.plot(h["epoch"], log10_bf, color=c, marker="o", ms=3, label=f"{label} log10 BF")
+            pruned = h[h["pruned"].astype(bool)]
+            ax_bf.scatter(pruned["epoch"], pruned["log_bf"] / math.log(10), color=c, marker="x", s=30)
+        ax_sp.plot(h["epoch"], h["sparsity"], color=c, ls="--", label=f"{label} sparsity")
+    if beta is not None:
+        ax_bf.axhline(math.log10(beta), color="grey", lw=0.8, ls=":", label="threshold log10 beta")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss and test accuracy")
+    ax_acc.set_ylabel("test accuracy")
+    ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x = pruned)", title="Bayes factor and sparsity")
+    ax_sp.set_ylabel("sparsity (measured)")
+    ax_sp.set_ylim(-0.02, 1.02)
+    for a, b, loc in ((ax_loss, ax_acc, "upper right"), (ax_bf, ax_sp, "lower right")):
+        h1, l1 = a.get_legend_handles_labels()
+        h2, l2 = b.get_legend_handles_labels()
+        if h1 or h2:
+            a.legend(h1 + h2, l1 + l2, fontsize=7, loc=loc)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,164 @@
+"""Table 1 and Figures 5/6 of the paper, from a sweep's results.
+
+:func:`summarize` lays results out like the paper's Table 1: one row per
+(dataset, model, sparsity), one column group per method (unpruned, random,
+bayes-random, magnitude, bayes-magnitude) with mean, std and number of seeds,
+and the paper's value beside each cell where the dataset and model match.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+TABLE_METHODS = ["none", "random", "bayes-random", "magnitude", "bayes-magnitude"]
+COLUMN_NAMES = {"none": "unpruned", "random": "random", "bayes-random": "bayes_random",
+                "magnitude": "magnitude", "bayes-magnitude": "bayes_magnitude"}
+_PAPER_DATASETS = {"MNIST": "mnist", "Fashion": "fashion-mnist", "CIFAR-10": "cifar10"}
+
+
+def paper_table1() -> pd.DataFrame:
+    """The paper's Table 1, tidy: dataset, model, sparsity (fraction), method, accuracy."""
+    with resources.files("bayesprune").joinpath("resources/paper_table1.csv").open() as fh:
+        raw = pd.read_csv(fh)
+    rows = []
+    for _, r in raw.iterrows():
+        ds, model, sp = _PAPER_DATASETS[r["dataset"]], r["model"].lower(), round(r["sparsity"] / 100.0, 4)
+        rows.append((ds, model, 0.0, "none", float(r["unpruned"])))
+        for method, col in COLUMN_NAMES.items():
+            if method != "none":
+                rows.append((ds, model, sp, method, float(r[col])))
+    return pd.DataFrame(rows, columns=["dataset", "model", "sparsity", "method", "accuracy"]).drop_duplicates()
+
+
+def summarize(results: pd.DataFrame, paper: bool = True) -> pd.DataFrame:
+    """Table 1 layout: mean/std/n over seeds per method, plus the paper's value."""
+    ok = results[results["status"] == "ok"] if "status" in results else results
+    if len(ok) == 0:
+        raise ValueError("summarize(): no successful runs in the results table")
+    stats = (ok.assign(sparsity=ok["sparsity"].round(4))
+               .groupby(["dataset", "model", "method", "sparsity"])["test_accuracy"]
+               .agg(mean="mean", std="std", n="count").reset_index())
+    ref = paper_table1() if paper else pd.DataFrame(columns=["dataset", "model", "sparsity", "method", "accuracy"])
+    pruned_levels = stats[stats["method"] != "none"][["dataset", "model", "sparsity"]].drop_duplicates()
+    if len(pruned_levels) == 0:  # only unpruned runs: one row per dataset/model
+        pruned_levels = stats[["dataset", "model"]].drop_duplicates().assign(sparsity=0.0)
+    records = []
+    for _, lvl in pruned_levels.sort_values(["dataset", "model", "sparsity"]).iterrows():
+        rec: dict = {("dataset", ""): lvl["dataset"], ("model", ""): lvl["model"], ("sparsity", ""): lvl["sparsity"]}
+        for method in TABLE_METHODS:
+            sp = 0.0 if method == "none" else lvl["sparsity"]
+            sel = stats[(stats.dataset == lvl.dataset) & (stats.model == lvl.model)
+                        & (stats.method == method) & (stats.sparsity == sp)]
+            p = ref[(ref.dataset == lvl.dataset) & (ref.model == lvl.model)
+                    & (ref.method == method) & ((ref.sparsity - sp).abs() < 1e-9)]
+            col = COLUMN_NAMES[method]
+            rec[(col, "mean")] = float(sel["mean"].iloc[0]) if len(sel) else math.nan
+            rec[(col, "std")] = float(sel["std"].iloc[0]) if len(sel) else math.nan
+            rec[(col, "n")] = int(sel["n"].iloc[0]) if len(sel) else 0
+            rec[(col, "paper")] = float(p["accuracy"].iloc[0]) if len(p) else math.nan
+        records.append(rec)
+    table = pd.DataFrame(records)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def format_table1(table: pd.DataFrame) -> str:
+    """Markdown: 'mean ± std (paper x)' per cell; n shown where seeds were fewer than elsewhere."""
+    header = ["dataset", "model", "sparsity"] + [COLUMN_NAMES[m] for m in TABLE_METHODS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in table.iterrows():
+        cells = [str(r[("dataset", "")]), str(r[("model", "")]), f"{r[('sparsity', '')]:.0%}"]
+        for m in TABLE_METHODS:
+            c = COLUMN_NAMES[m]
+            mean, std, n, paper = r[(c, "mean")], r[(c, "std")], r[(c, "n")], r[(c, "paper")]
+            cell = "–" if n == 0 else (f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else ""))
+            if not math.isnan(paper):
+                cell += f" (paper {paper:.4f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_sparsity(results: pd.DataFrame, paper: bool = True):
+    """Final test accuracy vs target sparsity per method, mean ± std over seeds (paper dashed)."""
+    import matplotlib.pyplot as plt
+
+    table = summarize(results, paper=paper)
+    groups = table[[("dataset", ""), ("model", "")]].drop_duplicates().values.tolist()
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (ds, model) in zip(axes[0], groups):
+        t = table[(table[("dataset", "")] == ds) & (table[("model", "")] == model)]
+        xs = list(range(len(t)))
+        for i, m in enumerate(TABLE_METHODS):
+            c = COLUMN_NAMES[m]
+            color = colors[i % len(colors)]
+            if m == "none":
+                mean = t[(c, "mean")].iloc[0]
+                if not math.isnan(mean):
+                    std = t[(c, "std")].iloc[0]
+                    ax.axhline(mean, color=color, label="unpruned (ours)")
+                    if not math.isnan(std):
+                        ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
+            elif t[(c, "n")].sum() > 0:
+                ax.errorbar(xs, t[(c, "mean")], yerr=t[(c, "std")].fillna(0), marker="o", capsize=3,
+                            color=color, label=f"{m} (ours)")
+            if t[(c, "paper")].notna().any():
+                ax.plot(xs, t[(c, "paper")], ls="--", marker="x", color=color, alpha=0.6, label=f"{m} (paper)")
+        ax.set_xticks(xs, [f"{s:.0%}" for s in t[("sparsity", "")]])
+        ax.set(xlabel="target sparsity", ylabel="final test accuracy", title=f"{ds} / {model}")
+        ax.legend(fontsize=7)
+    fig.suptitle("Accuracy vs sparsity (mean ± std over seeds; dashed: the paper's Table 1)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_test_curves(histories: pd.DataFrame, method: str, metric: str = "test_acc"):
+    """Test accuracy over epochs, one line per target sparsity (the paper's Figures 5/6)."""
+    import matplotlib.pyplot as plt
+
+    h = histories[histories["method"].isin([method, "none"])]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (m, sp), g in h.groupby(["method", "target_sparsity"]):
+        curve = g.groupby("epoch")[metric].agg(["mean", "std"]).reset_index()
+        label = "unpruned" if m == "none" else f"{sp:.0%}"
+        ax.plot(curve["epoch"], curve["mean"], marker=".", label=label, color="black" if m == "none" else None)
+        if curve["std"].notna().any():
+            ax.fill_between(curve["epoch"], curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.15)
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{method}: {metric.replace('_', ' ')} per sparsity")
+    ax.legend(title="sparsity", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
+    """table1.md, table1.csv, accuracy_vs_sparsity.png and test_curves_<method>.png in out_dir."""
+    import matplotlib.pyplot as plt
+
+    from .sweep import histories_table, results_table
+
+    out = Path(out_dir)
+    results = results_table(out)
+    table = summarize(results, paper=paper)
+    written = {"table1.md": out / "table1.md", "table1.csv": out / "table1.csv"}
+    written["table1.md"].write_text(format_table1(table) + "\n")
+    flat = table.copy()
+    flat.columns = ["_".join(c for c in col if c) for col in table.columns]
+    flat.to_csv(written["table1.csv"], index=False)
+    fig = plot_accuracy_vs_sparsity(results, paper=paper)
+    written["accuracy_vs_sparsity.png"] = out / "accuracy_vs_sparsity.png"
+    fig.savefig(written["accuracy_vs_sparsity.png"], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    hist = histories_table(out)
+    for method in sorted(set(hist.get("method", [])) - {"none"}):
+        fig = plot_test_curves(hist, method)
+        path = out / f"test_curves_{method}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written[path.name] = path
+    return written
