@@ -131,9 +131,9 @@ def histories_table(records: dict[str, dict[str, Any]] | str | Path) -> pd.DataF
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_results(out_dir: str | Path) -> pd.DataFrame:
-    """Rebuild ``results.csv`` from the run files (atomically) and return it."""
-    df = results_table(out_dir)
+def write_results(out_dir: str | Path, records: Optional[dict[str, dict[str, Any]]] = None) -> pd.DataFrame:
+    """Rebuild ``results.csv`` from the run files (or records already read), atomically."""
+    df = results_table(records if records is not None else out_dir)
     path = Path(out_dir) / "results.csv"
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -217,6 +217,7 @@ def sweep(
             raise TypeError(f"sweep() needs RunConfig objects, got {type(cfg).__name__}")
         unique.setdefault(cfg.key(), cfg)
     done = load_runs(out_dir)
+    records = dict(done)
     todo, skipped = [], 0
     for key, cfg in unique.items():
         rec = done.get(key)
@@ -243,7 +244,9 @@ def sweep(
                 log(f"sweep: run {info['key']} failed: {info['error']}")
             bar.update(1)
             bar.set_postfix(ok=completed, failed=failed)
-            write_results(out_dir)
+            path = _runs_dir(out_dir) / f"{info['key']}.json"
+            records[info["key"]] = json.loads(path.read_text())
+            write_results(out_dir, records)
     finally:
         bar.close()
     df = write_results(out_dir)

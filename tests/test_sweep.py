@@ -1,0 +1,169 @@
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesprune as bp
+import importlib
+
+sweep_mod = importlib.import_module("bayesprune.sweep")
+
+BASE = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(16, 8), bf_samples=64)
+
+
+def test_grid_shapes_and_unpruned_once_per_seed():
+    cfgs = bp.grid(BASE, methods=["none", "magnitude", "bayes-random"], sparsities=[0.5, 0.9], seeds=[0, 1])
+    assert len(cfgs) == 2 * (1 + 2 + 2)
+    assert len({c.key() for c in cfgs}) == len(cfgs)
+    assert all(c.sparsity == 0.0 for c in cfgs if c.method == "none")
+
+
+def test_sweep_runs_skips_and_stores_everything(tmp_path):
+    cfgs = bp.grid(BASE, methods=["none", "random"], sparsities=[0.5], seeds=[0, 1])
+    df = bp.sweep(cfgs, tmp_path, progress=False, log=lambda m: None)
+    assert df.attrs["stats"] == {**df.attrs["stats"], "completed": 4, "skipped": 0, "failed": 0}
+    files = sorted((tmp_path / "runs").glob("*.json"))
+    assert {f.stem for f in files} == {c.key() for c in cfgs}
+    rec = json.loads(files[0].read_text())
+    assert {"config", "history", "test_accuracy", "final_sparsity", "seconds", "status"} <= set(rec)
+    assert len(rec["history"]) == 1
+    assert pd.read_csv(tmp_path / "results.csv").shape[0] == 4
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    messages = []
+    df2 = bp.sweep(cfgs + cfgs[:1], tmp_path, progress=False, log=messages.append)
+    assert df2.attrs["stats"]["skipped"] == 4 and df2.attrs["stats"]["completed"] == 0
+    assert "4 already finished (skipped)" in messages[0]
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes  # not recomputed
+
+
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
+    good = BASE
+    bad = BASE.replace(dataset="mnist", data_dir=str(tmp_path / "missing"))
+    df = bp.sweep([bad, good], tmp_path / "s", progress=False, log=lambda m: None)
+    assert df.attrs["stats"]["failed"] == 1 and df.attrs["stats"]["completed"] == 1
+    row = df[df.status == "failed"].iloc[0]
+    assert "mnist files not found" in row["error"]
+    again = bp.sweep([bad, good], tmp_path / "s", progress=False, log=lambda m: None)
+    assert again.attrs["stats"]["skipped"] == 2
+    retry = bp.sweep([bad, good], tmp_path / "s", progress=False, retry_failed=True, log=lambda m: None)
+    assert retry.attrs["stats"]["failed"] == 1 and retry.attrs["stats"]["skipped"] == 1
+
+
+def test_atomic_write_never_exposes_half_a_file(tmp_path, monkeypatch):
+    target = tmp_path / "runs" / "abc.json"
+    sweep_mod.atomic_write_json(target, {"key": "abc", "status": "ok"})
+
+    def boom(*a, **k):
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(json, "dump", lambda obj, fh: (fh.write('{"key": "abc", "sta'), boom()))
+    with pytest.raises(RuntimeError):
+        sweep_mod.atomic_write_json(target, {"key": "abc", "status": "failed"})
+    assert json.loads(target.read_text())["status"] == "ok"  # old content intact
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["abc.json"]  # temp file cleaned up
+    # a leftover temp file or a damaged file is never read as a result
+    (tmp_path / "runs" / ".zzz.json.123.tmp").write_text('{"key": "zzz"')
+    (tmp_path / "runs" / "half.json").write_text('{"key": "half", "stat')
+    assert set(sweep_mod.load_runs(tmp_path)) == {"abc"}
+
+
+def test_process_pool_executor_path(tmp_path):
+    cfgs = bp.grid(BASE, methods=["magnitude"], sparsities=[0.5, 0.9], seeds=[0])
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        df = bp.sweep(cfgs, tmp_path, executor=ex, progress=False, threads_per_run=1, log=lambda m: None)
+    assert df.attrs["stats"]["completed"] == 2
+    inproc = bp.train(cfgs[0], progress=False)
+    row = df[df.key == cfgs[0].key()].iloc[0]
+    assert row["test_accuracy"] == pytest.approx(inproc.test_accuracy)  # same result in a worker
+
+
+def _sweep_cmd(out):
+    return [sys.executable, "-m", "bayesprune", "sweep", "--dataset", "synthetic", "--epochs", "2",
+            "--fcn-hidden", "64", "32", "--methods", "random", "magnitude", "--sparsities", "25", "50", "75",
+            "--seeds", "0", "1", "--out", str(out), "--no-report"]
+
+
+def test_sigkill_midway_then_resume_runs_everything_exactly_once(tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(_sweep_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = out / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [p for p in runs.glob("*.json")] if runs.is_dir() else []
+        if len(done) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep finished before it could be killed; make the runs longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+    assert 3 <= len(before) < 12
+    for p in runs.glob("*.json"):
+        json.loads(p.read_text())  # every file present is complete
+    p = subprocess.run(_sweep_cmd(out), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["skipped"] == len(before)
+    assert summary["completed"] == 12 - len(before) and summary["failed"] == 0
+    after = sorted(q.name for q in runs.glob("*.json"))
+    assert len(after) == 12 and len(set(after)) == 12
+    for name, mtime in before.items():
+        assert (runs / name).stat().st_mtime_ns == mtime  # finished runs were not recomputed
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 12 and df["key"].is_unique
+
+
+def _hand_results():
+    rows = []
+    for seed, acc in enumerate([0.97, 0.99]):
+        rows.append(dict(status="ok", dataset="mnist", model="fcn", method="none", sparsity=0.0, seed=seed,
+                         test_accuracy=acc))
+        for method, base in (("random", 0.90), ("bayes-random", 0.91), ("magnitude", 0.95), ("bayes-magnitude", 0.96)):
+            for sp in (0.5, 0.9):
+                rows.append(dict(status="ok", dataset="mnist", model="fcn", method=method, sparsity=sp,
+                                 seed=seed, test_accuracy=base - sp / 10 + seed * 0.02))
+    rows.append(dict(status="failed", dataset="mnist", model="fcn", method="random", sparsity=0.5, seed=9,
+                     test_accuracy=np.nan))
+    return pd.DataFrame(rows)
+
+
+def test_summarize_on_a_hand_made_table():
+    t = bp.summarize(_hand_results())
+    assert len(t) == 2
+    r50 = t[t[("sparsity", "")] == 0.5].iloc[0]
+    assert r50[("unpruned", "mean")] == pytest.approx(0.98)
+    assert r50[("unpruned", "std")] == pytest.approx(np.std([0.97, 0.99], ddof=1))
+    assert r50[("random", "mean")] == pytest.approx(0.86)  # (0.85 + 0.87) / 2; the failed run is ignored
+    assert r50[("random", "n")] == 2
+    assert r50[("bayes_magnitude", "mean")] == pytest.approx(0.92)
+    assert r50[("magnitude", "paper")] == pytest.approx(0.9791)  # MNIST FCN 50 % in the paper
+    assert r50[("unpruned", "paper")] == pytest.approx(0.9782)
+    r90 = t[t[("sparsity", "")] == 0.9].iloc[0]
+    assert r90[("bayes_random", "paper")] == pytest.approx(0.9657)
+    md = bp.format_table1(t)
+    assert "0.9800 ± 0.0141 (paper 0.9782)" in md and "| mnist | fcn | 90% |" in md
+
+
+def test_summarize_without_paper_match_leaves_paper_empty():
+    df = _hand_results().assign(dataset="digits")
+    t = bp.summarize(df)
+    assert t[("magnitude", "paper")].isna().all()
+    with pytest.raises(ValueError, match="no successful runs"):
+        bp.summarize(df.assign(status="failed"))
+
+
+def test_report_files(tmp_path):
+    cfgs = bp.grid(BASE, methods=["none", "magnitude"], sparsities=[0.5], seeds=[0])
+    bp.sweep(cfgs, tmp_path, progress=False, log=lambda m: None)
+    written = bp.write_report(tmp_path)
+    for name in ("table1.md", "table1.csv", "accuracy_vs_sparsity.png", "test_curves_magnitude.png"):
+        assert written[name].stat().st_size > 0
