@@ -16,6 +16,7 @@ from .bayes import (
 )
 from .config import CHOICES, BOUNDS, RunConfig
 from .data import DatasetNotFoundError, TensorDataset, load_dataset, read_idx
+from .explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
 from .models import CNN, FCN, build_model
 from .plots import plot_curves
 from .pruning import (
@@ -26,6 +27,8 @@ from .pruning import (
     count_weights,
     layer_sparsity,
     magnitude_mask,
+    neuron_mask,
+    prune_neurons,
     prunable_parameters,
     prune_magnitude,
     prune_random,
@@ -36,6 +39,7 @@ from .pruning import (
 )
 from .report import format_table1, paper_table1, plot_accuracy_vs_sparsity, plot_test_curves, summarize, write_report
 from .sweep import grid, histories_table, load_runs, results_table, sweep
-from .training import HISTORY_COLUMNS, RunResult, TrainingDiverged, train
+from . import widgets
+from .training import HISTORY_COLUMNS, RunResult, TrainingDiverged, evaluate, retrain, train
 
 __version__ = "0.1.0"

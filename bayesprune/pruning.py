@@ -212,3 +212,31 @@ def remove_torch_prune(model: nn.Module) -> nn.Module:
                 prune.remove(module, hook._tensor_name)
     return model
 
+
+
+# ------------------------------------------------------------------ structured (neuron) pruning
+def neuron_mask(weight: torch.Tensor, sparsity: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Prune whole output neurons (rows of a Linear weight, filters of a Conv): lowest L2 norm first.
+
+    round(rows * r) rows are removed entirely, so the achieved weight sparsity is
+    that fraction of rows (the mask is a whole row/filter of zeros).
+    """
+    rows = weight.shape[0]
+    norms = weight.detach().flatten(1).norm(dim=1)
+    keep_rows = rows - num_to_prune(rows, sparsity)
+    row_mask = torch.zeros(rows, dtype=torch.bool, device=weight.device)
+    if keep_rows > 0:
+        row_mask[torch.topk(norms, keep_rows, largest=True).indices] = True
+    return row_mask.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
+
+
+STRATEGIES["neuron"] = neuron_mask
+
+
+def prune_neurons(model: nn.Module, sparsity: float, skip_last: bool = True) -> Mask:
+    """Remove the weakest neurons of every layer (the output layer's classes are kept by default)."""
+    params = prunable_parameters(model)
+    names = list(params)[:-1] if skip_last else list(params)
+    mask = Mask({k: neuron_mask(params[k], sparsity) for k in names})
+    apply_mask(model, mask)
+    return mask

@@ -139,6 +139,36 @@ def _train_epoch(
     return float(loss_sum) / data.n_train, int(correct) / data.n_train
 
 
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) under inference mode."""
+    total, correct = summed_loss_and_correct(model, x, y)
+    return total / x.shape[0], correct / x.shape[0]
+
+
+def retrain(
+    model: nn.Module,
+    data: TensorDataset,
+    epochs: int,
+    mask: Optional[Mask] = None,
+    lr: float = 0.001,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """Train ``model`` further with a fresh Adam, keeping ``mask``'s zeros at zero.
+
+    The "retrain" of train -> prune -> retrain; returns one dict per epoch.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for epoch in range(1, epochs + 1):
+        loss, acc = _train_epoch(model, opt, data, batch_size, g, mask)
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        out.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test_loss,
+                    "test_acc": test_acc, "sparsity": sparsity(model)})
+    return out
+
+
 # ------------------------------------------------------------------ the run
 def train(
     cfg: RunConfig,

@@ -1,0 +1,99 @@
+"""Take the log posterior apart on a trained network (notebook 02).
+
+Every function here works on a *copy* of the model, so a student can scan
+sparsities, priors and sample sizes without changing the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable, Optional, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .bayes import bf_subset, log_likelihood, log_prior
+from .data import TensorDataset
+from .pruning import compute_mask, apply_mask, prunable_parameters
+
+
+def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` pruned by ``strategy`` to ``sparsity`` (the original is untouched)."""
+    clone = copy.deepcopy(model)
+    apply_mask(clone, compute_mask(clone, strategy, sparsity, generator=torch.Generator().manual_seed(seed)))
+    return clone
+
+
+def bf_terms(
+    model: nn.Module,
+    data: TensorDataset,
+    strategy: str = "magnitude",
+    sparsity: float = 0.9,
+    mu: float = 0.0,
+    sigma: float = 0.03,
+    bf_samples: Optional[int] = 4096,
+    likelihood: str = "sum",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Both terms before and after pruning a copy, their changes, and the log Bayes factor."""
+    idx = bf_subset(data.n_train, bf_samples, seed).to(data.x_train.device)
+    x, y = data.x_train[idx], data.y_train[idx]
+    scale = data.n_train / x.shape[0]
+    pruned = pruned_copy(model, strategy, sparsity, seed)
+    ll_b = log_likelihood(model, x, y, scale, likelihood)
+    ll_a = log_likelihood(pruned, x, y, scale, likelihood)
+    lp_b = log_prior(model, mu, sigma)
+    lp_a = log_prior(pruned, mu, sigma)
+    return {
+        "strategy": strategy, "sparsity": sparsity, "sigma": sigma, "bf_samples": x.shape[0],
+        "likelihood": likelihood,
+        "log_likelihood_before": ll_b, "log_likelihood_after": ll_a,
+        "log_prior_before": lp_b, "log_prior_after": lp_a,
+        "delta_log_likelihood": ll_a - ll_b, "delta_log_prior": lp_a - lp_b,
+        "log_bf": (ll_a + lp_a) - (ll_b + lp_b),
+    }
+
+
+def bf_scan(
+    model: nn.Module,
+    data: TensorDataset,
+    strategies: Sequence[str] = ("magnitude", "random"),
+    sparsities: Iterable[float] = (0.25, 0.5, 0.75, 0.9, 0.99),
+    sigmas: Iterable[float] = (0.03,),
+    bf_samples: Iterable[Optional[int]] = (4096,),
+    likelihoods: Iterable[str] = ("sum",),
+    mu: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`bf_terms` over a grid, as a tidy DataFrame (one row per combination)."""
+    rows = []
+    for strategy in strategies:
+        for r in sparsities:
+            for sigma in sigmas:
+                for m in bf_samples:
+                    for lik in likelihoods:
+                        rows.append(bf_terms(model, data, strategy, r, mu, sigma, m, lik, seed))
+    return pd.DataFrame(rows)
+
+
+def sigma_crossover(model: nn.Module, data: TensorDataset, strategy: str = "magnitude", sparsity: float = 0.9,
+                    bf_samples: Optional[int] = 4096, likelihood: str = "sum", seed: int = 0) -> float:
+    """The prior width sigma* at which BF = 1 for this prune (mu = 0).
+
+    With mu = 0, the prior gains S / (2 sigma^2), S = sum of the squared pruned
+    weights, so log BF = dLL + S / (2 sigma^2) = 0 gives sigma* = sqrt(S / (-2 dLL)).
+    A smaller sigma opens the gate; inf means the prune does not cost likelihood at all.
+    """
+    t = bf_terms(model, data, strategy, sparsity, 0.0, 1.0, bf_samples, likelihood, seed)
+    s = 2.0 * t["delta_log_prior"]  # at sigma = 1: delta log prior = S / 2
+    dll = t["delta_log_likelihood"]
+    return math.inf if dll >= 0 else math.sqrt(s / (-2.0 * dll))
+
+
+def weight_values(model: nn.Module) -> pd.DataFrame:
+    """Long table (layer, weight) of every prunable weight, for histograms."""
+    frames = [pd.DataFrame({"layer": k, "weight": w.detach().flatten().cpu().numpy()})
+              for k, w in prunable_parameters(model).items()]
+    return pd.concat(frames, ignore_index=True)
