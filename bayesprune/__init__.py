@@ -39,7 +39,7 @@ from .pruning import (
 )
 from .report import format_table1, paper_table1, plot_accuracy_vs_sparsity, plot_test_curves, summarize, write_report
 from .sweep import grid, histories_table, load_runs, results_table, sweep
-from . import widgets
+from . import theory, tickets, widgets
 from .training import HISTORY_COLUMNS, RunResult, TrainingDiverged, evaluate, retrain, train
 
 __version__ = "0.1.0"

@@ -35,11 +35,33 @@ def paper_table1() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "model", "sparsity", "method", "accuracy"]).drop_duplicates()
 
 
+#: Config fields that change results but are not rows or columns of Table 1.
+SETTING_COLUMNS = ["epochs", "lr", "batch_size", "prior_mu", "prior_sigma", "likelihood", "bf_samples", "gate",
+                   "scope", "prune_start_epoch", "regrow", "fcn_hidden", "cnn_hidden", "train_size", "beta"]
+
+
+def _check_one_setting(ok: pd.DataFrame) -> None:
+    """Refuse to average runs that differ in anything but method, sparsity and seed."""
+    for (ds, model), g in ok.groupby(["dataset", "model"]):
+        pruned = g[g["method"] != "none"]
+        for col in SETTING_COLUMNS:
+            if col not in g:
+                continue
+            # beta only matters to the Bayesian methods; everything else to all of them
+            frame = pruned[pruned["method"].str.startswith("bayes-")] if col == "beta" else g
+            values = frame[col].astype(str).unique()
+            if len(values) > 1:
+                raise ValueError(
+                    f"summarize(): the {ds}/{model} runs mix {col} = {sorted(values)}; "
+                    f"filter the results to one setting first, e.g. results[results.{col} == ...]")
+
+
 def summarize(results: pd.DataFrame, paper: bool = True) -> pd.DataFrame:
     """Table 1 layout: mean/std/n over seeds per method, plus the paper's value."""
     ok = results[results["status"] == "ok"] if "status" in results else results
     if len(ok) == 0:
         raise ValueError("summarize(): no successful runs in the results table")
+    _check_one_setting(ok)
     stats = (ok.assign(sparsity=ok["sparsity"].round(4))
                .groupby(["dataset", "model", "method", "sparsity"])["test_accuracy"]
                .agg(mean="mean", std="std", n="count").reset_index())

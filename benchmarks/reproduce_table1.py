@@ -32,8 +32,10 @@ def main() -> int:
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 0.99])
     ap.add_argument("--regrow", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/table1_mnist_fcn")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/table1_<dataset>_<model>_<masks|regrow>")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = f"benchmarks/results/table1_{args.dataset}_{args.model}_{'regrow' if args.regrow else 'masks'}"
 
     base = bp.RunConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, regrow=args.regrow,
                         data_dir=args.data_dir, download=True)

@@ -55,6 +55,33 @@ def _check_04(r, p):
         assert row["status"] == "ok" and abs(row["final_sparsity"] - row["sparsity"]) <= 0.005
 
 
+def _check_05(r, p):
+    import pandas as pd
+
+    fcn = pd.DataFrame(r["fcn"])
+    assert set(fcn["width"]) == set(p["widths"]) and set(fcn["rate"]) == set(p["rates"])
+    assert fcn.groupby(["width", "rate", "rescale"]).size().min() == p["n_masks"]
+    assert (fcn["distance"] > 0).all()
+    assert set(pd.DataFrame(r["cnn"])["width"]) == set(p["cnn_widths"])
+    bound = pd.DataFrame(r["bound"])
+    assert list(bound["layer"]) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert ((bound["max_fraction"] >= 0) & (bound["max_fraction"] < 1)).all()
+    assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh (independent)", "trained (correlated)"}
+    assert len(r["widget"]) == 30
+
+
+def _check_06(r, p):
+    import pandas as pd
+
+    t = pd.DataFrame(r["tickets"])
+    assert set(t["start"]) == {"rewind", "reinit", "finetune"}
+    assert len(t) == len(p["seeds"]) * len(p["sparsities"]) * 3
+    assert ((t["measured_sparsity"] - t["sparsity"]).abs() < 0.01).all()  # masks held through retraining
+    g = pd.DataFrame(r["gate"])
+    assert set(g["mask"]) == {"bayes-gated mask", "one-shot magnitude mask"}
+    assert ((g["jaccard_kept"] > 0) & (g["jaccard_kept"] <= 1)).all()
+
+
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
@@ -62,6 +89,9 @@ SMALL = {
     "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 2, "auto_train": True, "sparsity": 0.9,
                                              "compare_methods": ["none", "bayes-magnitude"]}, _check_03),
     "04_sparsity_sweep.ipynb": ({"epochs": 1, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
+    "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
+                                               "n_masks": 4, "trained_epochs": 1}, _check_05),
+    "06_lottery_tickets.ipynb": ({"epochs": 2, "sparsities": [0.5, 0.9], "seeds": [0]}, _check_06),
 }
 
 

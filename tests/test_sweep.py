@@ -167,3 +167,11 @@ def test_report_files(tmp_path):
     written = bp.write_report(tmp_path)
     for name in ("table1.md", "table1.csv", "accuracy_vs_sparsity.png", "test_curves_magnitude.png"):
         assert written[name].stat().st_size > 0
+
+
+def test_summarize_refuses_to_average_different_settings():
+    df = _hand_results().assign(regrow=False, epochs=3)
+    bp.summarize(df)  # one setting: fine
+    df.loc[df.index[:3], "regrow"] = True
+    with pytest.raises(ValueError, match="mix regrow"):
+        bp.summarize(df)

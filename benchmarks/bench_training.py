@@ -1,0 +1,340 @@
+"""How fast is bayesprune compared with what a user would otherwise write?
+
+    python benchmarks/bench_training.py --data-dir ../shared/data            # CPU, FCN and CNN
+    python benchmarks/bench_training.py --data-dir ../shared/data --device cuda
+
+Measured side by side in one process, repetitions interleaved (A B C D A B C D ...),
+one epoch each (same model, data, batch 64, Adam, same number of steps; every
+variant also evaluates the 10k test images once, as an epoch of each would):
+
+  A   the tutorial loop: torchvision MNIST, ToTensor()+Normalize, DataLoader(64, shuffle=True)
+  B   bayesprune, method none
+  C   bayesprune, bayes-magnitude at 90 % (Bayes-factor work included)
+  D   a persistent-mask loop written with torch.nn.utils.prune (forward pre-hook),
+      against D' = bayesprune magnitude 90 % with regrow=False (timed on an epoch with the mask active)
+
+Also: the machine's matmul FLOP rate (large and FCN-shaped), the FLOP rate B achieves,
+the peak memory of a full MNIST run, and the time until the README's default run
+prints its first epoch.  Results go to benchmarks/results/bench_<device>_<model>.json.
+``--smoke`` runs a tiny version on fake MNIST files (the test suite uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import bayesprune as bp
+
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+# ------------------------------------------------------------------ helpers
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def extracted_mnist(data_dir: str, into: Path) -> Path:
+    """torchvision's MNIST wants extracted raw files; copy/extract them into a temp root."""
+    src = Path(data_dir) / "MNIST" / "raw"
+    raw = into / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, raw / name)
+        else:
+            with gzip.open(src / f"{name}.gz", "rb") as fin, open(raw / name, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    return into
+
+
+def write_fake_mnist(root: Path, n_train: int = 640, n_test: int = 200) -> None:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        for kind, shape in (("images", (n, 28, 28)), ("labels", (n,))):
+            arr = rng.integers(0, 256 if kind == "images" else 10, shape).astype(np.uint8)
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+            code = 3 if kind == "images" else 1
+            (raw / f"{prefix}-{kind}-idx{code}-ubyte").write_bytes(header + arr.tobytes())
+
+
+def macs_per_sample(model: nn.Module, input_shape) -> int:
+    """Multiply-adds of one forward pass (Linear and Conv2d layers)."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+        elif isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += out.shape[1] * out.shape[2] * out.shape[3] * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.inference_mode():
+        model(torch.zeros(1, *input_shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def matmul_gflops(n: int, m: int, k: int, device: str, seconds: float = 1.0) -> float:
+    a, b = torch.randn(n, k, device=device), torch.randn(k, m, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    reps, best = 0, float("inf")
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or reps < 5:
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return 2.0 * n * m * k / best / 1e9
+
+
+# ------------------------------------------------------------------ the variants
+def evaluate_loader(model, loader, device) -> float:
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+    model.train()
+    return correct
+
+
+def variant_a(cfg: bp.RunConfig, tv_root: Path, steps: int, device: str, shape, classes) -> float:
+    """The tutorial loop, as written in most PyTorch MNIST examples."""
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_ds = datasets.MNIST(str(tv_root), train=True, download=False, transform=tf)
+    test_ds = datasets.MNIST(str(tv_root), train=False, download=False, transform=tf)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=64, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(test_ds, batch_size=1000)
+    torch.manual_seed(cfg.seed)
+    model = bp.build_model(cfg, shape, classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sync(device)
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(train_loader):
+        if i == steps:
+            break
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    evaluate_loader(model, test_loader, device)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def variant_ours(cfg: bp.RunConfig, epoch: int = 1) -> float:
+    """bayesprune's own per-epoch time (training, pruning step, test evaluation)."""
+    sync(cfg.resolved_device())
+    res = bp.train(cfg, progress=False)
+    return float(res.history["seconds"].iloc[epoch - 1])
+
+
+def variant_d_torch(cfg: bp.RunConfig, data: bp.TensorDataset, steps: int, device: str) -> float:
+    """A persistent-mask loop with torch.nn.utils.prune (mask applied by its forward pre-hook)."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(cfg.seed)
+    model = bp.build_model(cfg, data.input_shape, data.num_classes).to(device)
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            prune.l1_unstructured(module, "weight", amount=cfg.sparsity)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    sync(device)
+    t0 = time.perf_counter()
+    perm = torch.randperm(data.n_train, generator=g).to(device)
+    for i in range(steps):
+        idx = perm[i * 64:(i + 1) * 64]
+        loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    bp.evaluate(model, data.x_test, data.y_test)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ one model
+def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
+    steps_full = -(-60000 // 64)
+    steps = args.fcn_steps if model_name == "fcn" else args.cnn_steps
+    base = bp.RunConfig(dataset="mnist", model=model_name, data_dir=args.data_dir, device=device, epochs=1)
+    data = bp.load_dataset(base, device)
+    steps = min(steps or steps_full, -(-data.n_train // 64))
+    train_size = None if steps * 64 >= data.n_train else steps * 64
+    cfg_b = base.replace(method="none", train_size=train_size)
+    cfg_c = base.replace(method="bayes-magnitude", sparsity=0.9, train_size=train_size)
+    cfg_d = base.replace(method="magnitude", sparsity=0.9, regrow=False, epochs=2, train_size=train_size)
+    sub = bp.load_dataset(cfg_b, device)
+    variants = {
+        "A_tutorial_dataloader": lambda: variant_a(base, tv_root, steps, device, data.input_shape, data.num_classes),
+        "B_bayesprune_none": lambda: variant_ours(cfg_b),
+        "C_bayesprune_bayes_magnitude90": lambda: variant_ours(cfg_c),
+        "D_torch_prune_hook": lambda: variant_d_torch(cfg_d, sub, steps, device),
+        "D_bayesprune_masks": lambda: variant_ours(cfg_d, epoch=2),
+    }
+    for fn in variants.values():  # warm-up: caches, allocator, kernels
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for rep in range(args.reps):
+        for name, fn in variants.items():
+            times[name].append(fn())
+        print(f"  {model_name} rep {rep + 1}/{args.reps}: " + "  ".join(f"{k.split('_')[0]}={v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    model = bp.build_model(base, data.input_shape, data.num_classes)
+    macs = macs_per_sample(model, data.input_shape)
+    n_train = steps * 64 if train_size else data.n_train
+    flops_b = 6.0 * macs * n_train + 2.0 * macs * data.n_test
+    out = {
+        "model": model_name, "steps": steps, "n_train": n_train, "n_test": data.n_test, "reps": args.reps,
+        "macs_per_sample": macs,
+        "seconds": {k: {"median": med[k], "min": min(v), "max": max(v), "all": v} for k, v in times.items()},
+        "ratios": {
+            "A_over_B": med["A_tutorial_dataloader"] / med["B_bayesprune_none"],
+            "C_over_B": med["C_bayesprune_bayes_magnitude90"] / med["B_bayesprune_none"],
+            "Dtorch_over_Dours": med["D_torch_prune_hook"] / med["D_bayesprune_masks"],
+        },
+        "B_gflops": flops_b / med["B_bayesprune_none"] / 1e9,
+    }
+    return out
+
+
+def peak_memory_mb(data_dir: str, model: str, device: str, epochs: int) -> float:
+    code = ("import resource, bayesprune as bp; "
+            f"bp.train(bp.RunConfig(dataset='mnist', model='{model}', data_dir={data_dir!r}, device='{device}', "
+            f"epochs={epochs}, method='bayes-magnitude'), progress=False); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(p.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def first_epoch_seconds() -> float:
+    """Wall time from launching the README's default run to its first epoch line."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "bayesprune", "train"], stdout=subprocess.PIPE, text=True,
+                         cwd=tempfile.gettempdir())
+    first = float("nan")
+    for line in p.stdout:
+        if line.startswith("epoch ") and first != first:
+            first = time.perf_counter() - t0
+    p.wait()
+    return first
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=os.environ.get("BAYESPRUNE_DATA", "../shared/data"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--models", nargs="+", default=["fcn", "cnn"], choices=["fcn", "cnn"])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--fcn-steps", type=int, default=None, help="default: a full epoch (938 steps)")
+    ap.add_argument("--cnn-steps", type=int, default=150)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--smoke", action="store_true", help="tiny run on fake MNIST files (for the tests)")
+    args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA GPU is available", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="bpbench-"))
+    try:
+        if args.smoke:
+            write_fake_mnist(tmp)
+            args.data_dir, args.reps, args.fcn_steps, args.cnn_steps = str(tmp), 1, 5, 3
+            tv_root = tmp
+        else:
+            tv_root = extracted_mnist(args.data_dir, tmp / "tv")
+        report = {"machine": machine(), "device": args.device, "command": " ".join([Path(sys.executable).name] + sys.argv),
+                  "ceiling_gflops": {"matmul_2048": matmul_gflops(*(3 * [512 if args.smoke else 2048]), args.device),
+                                     "matmul_fcn_shape_64x784x300": matmul_gflops(64, 300, 784, args.device)}}
+        print(f"machine: {report['machine']}")
+        print(f"matmul ceiling: {report['ceiling_gflops']['matmul_2048']:.1f} GFLOP/s (2048^3), "
+              f"{report['ceiling_gflops']['matmul_fcn_shape_64x784x300']:.1f} GFLOP/s (FCN's first layer shape)")
+        report["models"] = {}
+        for model in args.models:
+            report["models"][model] = bench_model(model, args, tv_root, args.device)
+        if not args.smoke:
+            report["peak_memory_mb_full_mnist_fcn_1_epoch"] = peak_memory_mb(args.data_dir, "fcn", args.device, 1)
+            if args.device == "cpu":
+                report["readme_default_first_epoch_seconds"] = first_epoch_seconds()
+        print()
+        print(render(report))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        name = "smoke.json" if args.smoke else f"bench_{args.device}.json"
+        (out / name).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {out / name}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def render(report: dict) -> str:
+    lines = ["| model | steps | A tutorial (s) | B ours (s) | C ours+BF (s) | D torch prune (s) | D' ours masks (s) "
+             "| A/B | C/B | D/D' | B GFLOP/s | matmul GFLOP/s |", "|" + "---|" * 12]
+    ceiling = report["ceiling_gflops"]["matmul_2048"]
+    for m, r in report["models"].items():
+        s = r["seconds"]
+
+        def cell(k):
+            return f"{s[k]['median']:.2f} [{s[k]['min']:.2f}–{s[k]['max']:.2f}]"
+
+        lines.append(f"| {m} | {r['steps']} | {cell('A_tutorial_dataloader')} | {cell('B_bayesprune_none')} | "
+                     f"{cell('C_bayesprune_bayes_magnitude90')} | {cell('D_torch_prune_hook')} | {cell('D_bayesprune_masks')} | "
+                     f"{r['ratios']['A_over_B']:.2f} | {r['ratios']['C_over_B']:.3f} | {r['ratios']['Dtorch_over_Dours']:.2f} | "
+                     f"{r['B_gflops']:.1f} | {ceiling:.1f} |")
+    extra = []
+    if "peak_memory_mb_full_mnist_fcn_1_epoch" in report:
+        extra.append(f"peak memory, full MNIST FCN run: {report['peak_memory_mb_full_mnist_fcn_1_epoch']:.0f} MB")
+    if "readme_default_first_epoch_seconds" in report:
+        extra.append(f"README default run, launch to first epoch line: {report['readme_default_first_epoch_seconds']:.2f} s")
+    return "\n".join(lines + ([""] + extra if extra else []))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""A tiny run of the benchmark (fake MNIST files); timings are reported, never asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_smoke(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--smoke", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert report["ceiling_gflops"]["matmul_2048"] > 0
+    for model in ("fcn", "cnn"):
+        r = report["models"][model]
+        assert set(r["seconds"]) == {"A_tutorial_dataloader", "B_bayesprune_none", "C_bayesprune_bayes_magnitude90",
+                                     "D_torch_prune_hook", "D_bayesprune_masks"}
+        assert all(v["median"] > 0 for v in r["seconds"].values())
+        assert r["macs_per_sample"] > 0 and r["B_gflops"] > 0
+    assert "A/B" in p.stdout and "C/B" in p.stdout

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+import bayesprune as bp
+from bayesprune import theory, tickets
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return bp.load_dataset(bp.RunConfig(dataset="digits"))
+
+
+def test_output_distance_zero_for_identity_and_positive_when_pruned(digits):
+    net = theory.make_net("fcn", 32, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:64]
+    assert theory.output_distance(net, net, x) == 0.0
+    pruned = theory.pruned_version(net, "random", 0.5, torch.Generator().manual_seed(0))
+    assert theory.output_distance(net, pruned, x) > 0
+    assert bp.sparsity(pruned) == pytest.approx(0.5, abs=0.01) and bp.sparsity(net) < 0.01
+
+
+def test_rescale_multiplies_kept_weights(digits):
+    net = theory.make_net("fcn", 8, (1, 8, 8), 10, seed=0)
+    a = theory.pruned_version(net, "magnitude", 0.5, rescale=False)
+    b = theory.pruned_version(net, "magnitude", 0.5, rescale=True)
+    for k, w in bp.prunable_parameters(a).items():
+        torch.testing.assert_close(bp.prunable_parameters(b)[k], w * 2.0)
+
+
+def test_distances_over_masks_are_a_distribution_and_layers_restrict(digits):
+    net = theory.make_net("fcn", 32, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:64]
+    d = theory.distances_over_masks(net, x, 0.5, n_masks=7)
+    assert d.shape == (7,) and d.std() > 0
+    assert theory.distances_over_masks(net, x, 0.5, strategy="magnitude").shape == (1,)
+    only_last = theory.pruned_version(net, "random", 0.5, torch.Generator().manual_seed(0), layers=["fc3.weight"])
+    ls = bp.layer_sparsity(only_last)
+    assert ls["fc1.weight"] < 0.01 and ls["fc3.weight"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_width_experiment_rows_and_magnitude_beats_random_on_average(digits):
+    x = digits.x_test[:64]
+    df = theory.width_experiment(x, 10, [16, 64], [0.5], strategies=("magnitude", "random"), rescale=(False,), n_masks=4, n_nets=2)
+    assert len(df) == 2 * 2 * (1 + 4)
+    means = df.groupby("strategy")["distance"].mean()
+    assert means["magnitude"] < means["random"]
+    cnn = theory.width_experiment(x, 10, [4], [0.5], kind="cnn", n_masks=3)
+    assert set(cnn["rescale"]) == {False, True} and len(cnn) == 6
+
+
+def test_max_prunable_fraction_is_monotone_in_epsilon(digits):
+    net = theory.make_net("fcn", 32, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:64]
+    tight = theory.max_prunable_fraction(net, x, epsilon=0.01, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=5)
+    loose = theory.max_prunable_fraction(net, x, epsilon=10.0, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=5)
+    assert list(tight["layer"]) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert (loose["max_fraction"] >= tight["max_fraction"]).all()
+    assert (loose["max_fraction"] == 0.7).all()
+    assert theory.hoeffding_masks(0.05, 0.05) == int(np.ceil(np.log(40) / 0.005))
+
+
+def test_initial_model_is_what_train_starts_from():
+    cfg = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(8,), method="none")
+    data = bp.load_dataset(cfg)
+    init = tickets.initial_model(cfg, data)
+    torch.manual_seed(cfg.seed)
+    again = bp.build_model(cfg, data.input_shape, data.num_classes)
+    for a, b in zip(init.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    trained = bp.train(cfg, progress=False).model
+    assert not torch.equal(trained.fc1.weight, init.fc1.weight)
+
+
+@pytest.mark.parametrize("start", ["rewind", "reinit", "finetune"])
+def test_ticket_starts_and_mask_holds_through_retraining(start):
+    cfg = bp.RunConfig(dataset="synthetic", epochs=2, fcn_hidden=(16,), method="none")
+    data = bp.load_dataset(cfg)
+    init = tickets.initial_model(cfg, data)
+    trained = bp.train(cfg, progress=False).model
+    mask = bp.compute_mask(trained, "magnitude", 0.8)
+    net = tickets.ticket(trained, mask, start, init=init, cfg=cfg, data=data)
+    kept = mask["fc1.weight"]
+    ref = {"rewind": init, "finetune": trained}.get(start)
+    if ref is not None:
+        torch.testing.assert_close(net.fc1.weight[kept], ref.fc1.weight[kept])
+    else:
+        assert not torch.equal(net.fc1.weight[kept], init.fc1.weight[kept])
+    out = tickets.retrain_ticket(net, mask, data, epochs=2)
+    assert out["sparsity"] == pytest.approx(0.8, abs=0.01) and len(out["curve"]) == 2
+    assert (net.fc1.weight[~kept] == 0).all()
+
+
+def test_ticket_needs_what_it_needs():
+    cfg = bp.RunConfig(dataset="synthetic", fcn_hidden=(8,))
+    data = bp.load_dataset(cfg)
+    net = tickets.initial_model(cfg, data)
+    mask = bp.Mask.ones_like(net)
+    with pytest.raises(ValueError, match="init"):
+        tickets.ticket(net, mask, "rewind")
+    with pytest.raises(ValueError, match="cfg and data"):
+        tickets.ticket(net, mask, "reinit")
+    with pytest.raises(ValueError, match="start='later'"):
+        tickets.ticket(net, mask, "later")
