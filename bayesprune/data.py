@@ -75,13 +75,13 @@ def batch_indices(
 
 # ---------------------------------------------------------------- normalise
 def _normalise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean/std from the training split, applied to both splits."""
-    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    xs = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
+    """Per-channel mean/std from the training split, applied to both splits (in place, float32)."""
+    xt = torch.from_numpy(np.require(x_train, requirements=["C", "W"])).to(torch.float32)
+    xs = torch.from_numpy(np.require(x_test, requirements=["C", "W"])).to(torch.float32)
     dims = (0, 2, 3)
-    mean = xt.mean(dim=dims, keepdim=True)
+    mean = xt.mean(dim=dims, keepdim=True, dtype=torch.float64).float()
     std = xt.std(dim=dims, keepdim=True).clamp_min(1e-8)
-    return (xt - mean) / std, (xs - mean) / std
+    return xt.sub_(mean).div_(std), xs.sub_(mean).div_(std)
 
 
 def _labels(y: np.ndarray) -> torch.Tensor:
@@ -89,18 +89,51 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- digits
-@functools.lru_cache(maxsize=4)
-def _digits() -> TensorDataset:
-    """scikit-learn's bundled 8x8 digits: real, offline; fixed stratified 80/20 split."""
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images 0..16, labels) of scikit-learn's bundled digits.
+
+    Read straight from the CSV that scikit-learn ships (importing sklearn costs about a
+    second, most of a first epoch's wait); falls back to ``load_digits`` if the file moved.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+            return raw[:, :-1].reshape(-1, 8, 8), raw[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    x = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
-    y = bunch.target
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
-    xt, xs = _normalise(x_tr, x_te)
-    return TensorDataset("digits", xt, _labels(y_tr), xs, _labels(y_te), 10)
+    return bunch.images.astype(np.float32), bunch.target
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices with each class's share kept; ceil(n * fraction) test items in all."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    n_test = int(np.ceil(len(y) * test_fraction))
+    ideal = counts * n_test / len(y)
+    per_class = np.floor(ideal).astype(int)
+    for i in np.argsort(-(ideal - per_class), kind="stable")[: n_test - per_class.sum()]:
+        per_class[i] += 1  # largest remainders get the leftover test slots
+    train, test = [], []
+    for c, k in zip(classes, per_class):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@functools.lru_cache(maxsize=4)
+def _digits() -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits: real, offline; a fixed (seed 0) stratified 80/20 split."""
+    images, y = _digits_arrays()
+    x = images[:, None, :, :] / 16.0
+    tr, te = stratified_split(y, 0.2, seed=0)
+    xt, xs = _normalise(x[tr], x[te])
+    return TensorDataset("digits", xt, _labels(y[tr]), xs, _labels(y[te]), 10)
 
 
 # ---------------------------------------------------------------- synthetic
@@ -192,9 +225,8 @@ def _idx_dataset(dataset: str, root: str, download: bool) -> TensorDataset:
         if any(p is None for p in paths.values()):
             raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
     arrays = {k: read_idx(p) for k, p in paths.items()}  # type: ignore[arg-type]
-    x_tr = arrays["train_x"].astype(np.float32)[:, None] / 255.0
-    x_te = arrays["test_x"].astype(np.float32)[:, None] / 255.0
-    xt, xs = _normalise(x_tr, x_te)
+    # uint8 in, one float32 copy out: normalisation is scale-free, so no /255 pass is needed
+    xt, xs = _normalise(arrays["train_x"][:, None], arrays["test_x"][:, None])
     return TensorDataset(dataset, xt, _labels(arrays["train_y"]), xs, _labels(arrays["test_y"]), 10)
 
 
@@ -217,9 +249,7 @@ def _cifar10(root: str, download: bool) -> TensorDataset:
         te = tvd.CIFAR10(root=root, train=False, download=False)
     except Exception as exc:
         raise DatasetNotFoundError(f"cifar10 files in {folder} could not be read: {exc}") from None
-    x_tr = tr.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    x_te = te.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    xt, xs = _normalise(x_tr, x_te)
+    xt, xs = _normalise(tr.data.transpose(0, 3, 1, 2), te.data.transpose(0, 3, 1, 2))
     return TensorDataset("cifar10", xt, _labels(tr.targets), xs, _labels(te.targets), 10)
 
 

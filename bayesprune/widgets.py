@@ -54,7 +54,7 @@ def control_for(name: str, value: Any):
         return w.FloatSlider(value=value, min=BOUNDS[name][0], max=_upper(name, 1.0) - 0.01, step=0.01,
                              description=desc, readout_format=".2f", style=style, layout=layout)
     if name in ("beta", "prior_sigma", "lr"):  # (0, inf): log sliders, strictly positive
-        return w.FloatLogSlider(value=value, base=10, min=-4, max=3 if name == "beta" else 1, step=0.1,
+        return w.FloatLogSlider(value=value, base=10, min=-4, max=3 if name == "beta" else 1, step=0.001,
                                 description=desc, readout_format=".3g", style=style, layout=layout)
     if name in ("epochs", "seed", "batch_size", "prune_start_epoch"):
         lo = int(BOUNDS[name][0])

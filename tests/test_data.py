@@ -113,3 +113,23 @@ def test_batch_indices_cover_everything_once_and_are_seeded():
     assert [len(b) for b in b1] == [64, 64, 2]
     assert torch.equal(torch.cat(b1).sort().values, torch.arange(130))
     assert all(torch.equal(a, b) for a, b in zip(b1, b2))
+
+
+def test_digits_fast_path_matches_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    from bayesprune.data import _digits_arrays, stratified_split
+
+    images, y = _digits_arrays()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(y, ref.target)
+    tr, te = stratified_split(y, 0.2, seed=0)
+    assert len(te) == 360 and len(np.intersect1d(tr, te)) == 0 and len(tr) + len(te) == len(y)
+
+
+def test_mnist_normalisation_needs_no_division_by_255(tmp_path):
+    _fake_mnist(tmp_path, gz=False)
+    ds = bp.load_dataset(bp.RunConfig(dataset="mnist", data_dir=str(tmp_path)))
+    raw = read_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").astype(np.float64) / 255.0
+    expected = (raw - raw.mean()) / raw.std(ddof=1)
+    np.testing.assert_allclose(ds.x_train[:, 0].numpy(), expected, rtol=1e-4, atol=1e-4)
