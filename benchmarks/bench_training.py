@@ -93,24 +93,23 @@ def write_fake_mnist(root: Path, n_train: int = 640, n_test: int = 200) -> None:
             (raw / f"{prefix}-{kind}-idx{code}-ubyte").write_bytes(header + arr.tobytes())
 
 
-def macs_per_sample(model: nn.Module, input_shape) -> int:
-    """Multiply-adds of one forward pass (Linear and Conv2d layers)."""
-    total = 0
+def macs_per_sample(model: nn.Module, input_shape) -> tuple[int, int]:
+    """(multiply-adds of one forward pass, those of the first layer) over Linear and Conv2d layers."""
+    per_layer: list[int] = []
 
     def hook(mod, inp, out):
-        nonlocal total
         if isinstance(mod, nn.Linear):
-            total += mod.in_features * mod.out_features
+            per_layer.append(mod.in_features * mod.out_features)
         elif isinstance(mod, nn.Conv2d):
             k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total += out.shape[1] * out.shape[2] * out.shape[3] * k
+            per_layer.append(out.shape[1] * out.shape[2] * out.shape[3] * k)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     with torch.inference_mode():
         model(torch.zeros(1, *input_shape))
     for h in handles:
         h.remove()
-    return total
+    return sum(per_layer), per_layer[0]
 
 
 def matmul_gflops(n: int, m: int, k: int, device: str, seconds: float = 1.0) -> float:
@@ -228,12 +227,15 @@ def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
         print(f"  {model_name} rep {rep + 1}/{args.reps}: " + "  ".join(f"{k.split('_')[0]}={v[-1]:.2f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     model = bp.build_model(base, data.input_shape, data.num_classes)
-    macs = macs_per_sample(model, data.input_shape)
+    macs, first = macs_per_sample(model, data.input_shape)
     n_train = steps * 64 if train_size else data.n_train
-    flops_b = 6.0 * macs * n_train + 2.0 * macs * data.n_test
+    # training: forward + weight gradients + input gradients of every layer but the first
+    # (the data needs no gradient); 2 FLOPs per multiply-add; plus the test forward pass
+    train_macs = macs + macs + (macs - first)
+    flops_b = 2.0 * train_macs * n_train + 2.0 * macs * data.n_test
     out = {
         "model": model_name, "steps": steps, "n_train": n_train, "n_test": data.n_test, "reps": args.reps,
-        "macs_per_sample": macs,
+        "macs_per_sample": macs, "train_macs_per_sample": train_macs, "flops_per_epoch": flops_b,
         "seconds": {k: {"median": med[k], "min": min(v), "max": max(v), "all": v} for k, v in times.items()},
         "ratios": {
             "A_over_B": med["A_tutorial_dataloader"] / med["B_bayesprune_none"],
