@@ -55,7 +55,7 @@ def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = N
     ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x = pruned)", title="Bayes factor and sparsity")
     ax_sp.set_ylabel("sparsity (measured)")
     ax_sp.set_ylim(-0.02, 1.02)
-    for a, b, loc in ((ax_loss, ax_acc, "upper right"), (ax_bf, ax_sp, "lower right")):
+    for a, b, loc in ((ax_loss, ax_acc, "center right"), (ax_bf, ax_sp, "center right")):
         h1, l1 = a.get_legend_handles_labels()
         h2, l2 = b.get_legend_handles_labels()
         if h1 or h2:

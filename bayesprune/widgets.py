@@ -117,6 +117,7 @@ class Dashboard:
         self.clear_button = w.Button(description="Clear runs", icon="trash")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="epochs", bar_style="info")
         self.status = w.HTML("Pick settings and press <b>Train</b>.")
+        self.status.add_class("bayesprune-status")  # a stable handle for browser tests
         self.plot = w.Output()
         self.errors = w.Output()
         self.runs: dict[str, Any] = {}

@@ -141,9 +141,12 @@ def test_student_trains_from_the_dashboard(jupyterlab):
             page.keyboard.press("Enter")
             expect(readout).to_have_text("0.80", timeout=10_000)
             train.click()
-            status = page.locator(".widget-html", has_text="bayes-magnitude 80%")
-            expect(status).to_contain_text("final test accuracy", timeout=120_000)
+            status = page.locator(".bayesprune-status")
+            expect(status).to_contain_text(re.compile(r"done|error"), timeout=120_000)
             text = status.inner_text()
+            if "error" in text.lower():
+                page.screenshot(path=str(ARTIFACTS / "page-error.png"), full_page=True)
+                pytest.fail(f"the dashboard reported an error after Train: {text}")
             # "done" is written only after the last epoch's redraw; the figure must be on the page.
             dashboard = page.locator(".jupyter-widgets.widget-vbox").filter(has=train).last
             expect(dashboard.locator("img").first).to_be_visible(timeout=30_000)
@@ -154,8 +157,7 @@ def test_student_trains_from_the_dashboard(jupyterlab):
             page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
         finally:
             browser.close()
-    assert "final test accuracy" in text and "sparsity" in text
+    assert "bayes-magnitude 80%" in text and "final test accuracy" in text and "sparsity" in text, text
     assert "0.800" in text, text  # the slider change reached the run: final sparsity 0.800
-    assert "error" not in text.lower()
     assert not error_texts, error_texts
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
