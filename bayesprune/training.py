@@ -248,7 +248,9 @@ def train(
                 before = terms()
                 after, log_bf, pruned = before, 0.0, False
                 if gate_open:
-                    snapshot = {k: w.detach().clone() for k, w in prunable_parameters(model).items()}
+                    may_reject = cfg.is_bayesian and cfg.gate == "immediate" and not forced
+                    snapshot = ({k: w.detach().clone() for k, w in prunable_parameters(model).items()}
+                                if may_reject else {})
                     candidate = compute_mask(model, kind, cfg.sparsity, cfg.scope, g_prune)
                     apply_mask(model, candidate)
                     after = terms()
