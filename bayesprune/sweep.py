@@ -175,15 +175,11 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None)
     return {k: record.get(k) for k in ("key", "status", "error", "test_accuracy", "final_sparsity", "seconds")}
 
 
-class _InlineFuture(Future):
-    pass
-
-
 class SequentialExecutor(Executor):
     """The default: runs each task in-process at submit time."""
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        fut: Future = _InlineFuture()
+        fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # pragma: no cover - run_one catches its own errors

@@ -121,6 +121,9 @@ def _train_epoch(
     """One pass over the training set; (mean loss, accuracy) weighted by batch size."""
     model.train()
     device = data.x_train.device
+    # pair each masked weight with a float copy of its mask once, not on every step
+    params = prunable_parameters(model)
+    masked = [(params[k], m.to(params[k].dtype)) for k, m in mask.items()] if mask is not None else []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for idx in batch_indices(data.n_train, batch_size, generator, device):
@@ -131,8 +134,10 @@ def _train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if mask is not None:
-            apply_mask(model, mask)
+        if masked:
+            with torch.no_grad():
+                for w, m in masked:
+                    w.mul_(m)
         with torch.no_grad():
             loss_sum.add_(loss.detach(), alpha=idx.numel())
             correct.add_((logits.argmax(1) == yb).sum())
