@@ -67,14 +67,39 @@ def bf_scan(
     mu: float = 0.0,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """:func:`bf_terms` over a grid, as a tidy DataFrame (one row per combination)."""
+    """:func:`bf_terms` over a grid, as a tidy DataFrame (one row per combination).
+
+    Each pruned copy is made once, and each "before" term is computed once per
+    sample size / likelihood / sigma, however many sparsities are scanned.
+    """
+    sparsities, sigmas = list(sparsities), list(sigmas)
+    bf_samples, likelihoods = list(bf_samples), list(likelihoods)
+    subsets = {}
+    for m in bf_samples:
+        idx = bf_subset(data.n_train, m, seed).to(data.x_train.device)
+        subsets[m] = (data.x_train[idx], data.y_train[idx])
+    ll_before = {(m, lik): log_likelihood(model, x, y, data.n_train / x.shape[0], lik)
+                 for m, (x, y) in subsets.items() for lik in likelihoods}
+    lp_before = {sigma: log_prior(model, mu, sigma) for sigma in sigmas}
     rows = []
     for strategy in strategies:
         for r in sparsities:
-            for sigma in sigmas:
-                for m in bf_samples:
-                    for lik in likelihoods:
-                        rows.append(bf_terms(model, data, strategy, r, mu, sigma, m, lik, seed))
+            pruned = pruned_copy(model, strategy, r, seed)
+            lp_after = {sigma: log_prior(pruned, mu, sigma) for sigma in sigmas}
+            for m, (x, y) in subsets.items():
+                for lik in likelihoods:
+                    ll_b = ll_before[(m, lik)]
+                    ll_a = log_likelihood(pruned, x, y, data.n_train / x.shape[0], lik)
+                    for sigma in sigmas:
+                        lp_b, lp_a = lp_before[sigma], lp_after[sigma]
+                        rows.append({
+                            "strategy": strategy, "sparsity": r, "sigma": sigma, "bf_samples": x.shape[0],
+                            "likelihood": lik,
+                            "log_likelihood_before": ll_b, "log_likelihood_after": ll_a,
+                            "log_prior_before": lp_b, "log_prior_after": lp_a,
+                            "delta_log_likelihood": ll_a - ll_b, "delta_log_prior": lp_a - lp_b,
+                            "log_bf": (ll_a + lp_a) - (ll_b + lp_b),
+                        })
     return pd.DataFrame(rows)
 
 
