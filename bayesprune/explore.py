@@ -26,6 +26,18 @@ def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0)
     return clone
 
 
+def _terms_row(strategy: str, sparsity: float, sigma: float, samples: int, likelihood: str,
+               ll_b: float, ll_a: float, lp_b: float, lp_a: float) -> dict[str, float]:
+    """One result: both terms before/after, their changes, and the log Bayes factor."""
+    return {
+        "strategy": strategy, "sparsity": sparsity, "sigma": sigma, "bf_samples": samples, "likelihood": likelihood,
+        "log_likelihood_before": ll_b, "log_likelihood_after": ll_a,
+        "log_prior_before": lp_b, "log_prior_after": lp_a,
+        "delta_log_likelihood": ll_a - ll_b, "delta_log_prior": lp_a - lp_b,
+        "log_bf": (ll_a + lp_a) - (ll_b + lp_b),
+    }
+
+
 def bf_terms(
     model: nn.Module,
     data: TensorDataset,
@@ -46,14 +58,7 @@ def bf_terms(
     ll_a = log_likelihood(pruned, x, y, scale, likelihood)
     lp_b = log_prior(model, mu, sigma)
     lp_a = log_prior(pruned, mu, sigma)
-    return {
-        "strategy": strategy, "sparsity": sparsity, "sigma": sigma, "bf_samples": x.shape[0],
-        "likelihood": likelihood,
-        "log_likelihood_before": ll_b, "log_likelihood_after": ll_a,
-        "log_prior_before": lp_b, "log_prior_after": lp_a,
-        "delta_log_likelihood": ll_a - ll_b, "delta_log_prior": lp_a - lp_b,
-        "log_bf": (ll_a + lp_a) - (ll_b + lp_b),
-    }
+    return _terms_row(strategy, sparsity, sigma, x.shape[0], likelihood, ll_b, ll_a, lp_b, lp_a)
 
 
 def bf_scan(
@@ -88,18 +93,10 @@ def bf_scan(
             lp_after = {sigma: log_prior(pruned, mu, sigma) for sigma in sigmas}
             for m, (x, y) in subsets.items():
                 for lik in likelihoods:
-                    ll_b = ll_before[(m, lik)]
                     ll_a = log_likelihood(pruned, x, y, data.n_train / x.shape[0], lik)
                     for sigma in sigmas:
-                        lp_b, lp_a = lp_before[sigma], lp_after[sigma]
-                        rows.append({
-                            "strategy": strategy, "sparsity": r, "sigma": sigma, "bf_samples": x.shape[0],
-                            "likelihood": lik,
-                            "log_likelihood_before": ll_b, "log_likelihood_after": ll_a,
-                            "log_prior_before": lp_b, "log_prior_after": lp_a,
-                            "delta_log_likelihood": ll_a - ll_b, "delta_log_prior": lp_a - lp_b,
-                            "log_bf": (ll_a + lp_a) - (ll_b + lp_b),
-                        })
+                        rows.append(_terms_row(strategy, r, sigma, x.shape[0], lik, ll_before[(m, lik)], ll_a,
+                                               lp_before[sigma], lp_after[sigma]))
     return pd.DataFrame(rows)
 
 

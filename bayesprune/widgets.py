@@ -150,8 +150,6 @@ class Dashboard:
         self.plot.clear_output()
 
     def _draw(self, current: dict[str, Any], cfg: RunConfig) -> None:
-        import time
-
         import matplotlib.pyplot as plt
         import pandas as pd
         from IPython.display import display
