@@ -4,7 +4,9 @@
     res = bp.train(bp.RunConfig(dataset="digits", method="bayes-magnitude", sparsity=0.9))
 """
 
+from . import theory, tickets, widgets
 from .bayes import (
+    PosteriorRatio,
     PosteriorTerms,
     bf_subset,
     gate_allows_pruning,
@@ -14,10 +16,10 @@ from .bayes import (
     log_prior,
     posterior_terms,
 )
-from .config import CHOICES, BOUNDS, RunConfig
+from .config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
 from .data import DatasetNotFoundError, TensorDataset, load_dataset, read_idx
 from .explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
-from .models import CNN, FCN, build_model
+from .models import CNN, FCN, build_model, initial_model
 from .plots import plot_curves
 from .pruning import (
     STRATEGIES,
@@ -28,9 +30,9 @@ from .pruning import (
     layer_sparsity,
     magnitude_mask,
     neuron_mask,
-    prune_neurons,
     prunable_parameters,
     prune_magnitude,
+    prune_neurons,
     prune_random,
     random_mask,
     remove_torch_prune,
@@ -38,8 +40,34 @@ from .pruning import (
     to_torch_prune,
 )
 from .report import format_table1, paper_table1, plot_accuracy_vs_sparsity, plot_test_curves, summarize, write_report
-from .sweep import grid, histories_table, load_runs, results_table, sweep
-from . import theory, tickets, widgets
-from .training import HISTORY_COLUMNS, RunResult, TrainingDiverged, evaluate, retrain, train
+from .results import histories_table, load_runs, results_table
+from .runio import OutputError, RunFolder, save_run
+from .schedule import PruningSchedule
+from .sweeps import grid, sweep
+from .training import (
+    HISTORY_COLUMNS,
+    RunResult,
+    StopTraining,
+    TrainingDiverged,
+    TrainingInterrupted,
+    evaluate,
+    prune_step,
+    retrain,
+    train,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = [
+    "BOUNDS", "CHOICES", "CNN", "DatasetNotFoundError", "FCN", "HISTORY_COLUMNS", "METHODS", "Mask", "OutputError",
+    "PAPER_METHODS", "PosteriorRatio", "PosteriorTerms", "PruningSchedule", "RunConfig", "RunFolder", "RunResult",
+    "STRATEGIES", "StopTraining", "TensorDataset", "TrainingDiverged", "TrainingInterrupted", "apply_mask",
+    "bf_scan", "bf_subset", "bf_terms", "build_model", "compute_mask", "count_weights", "evaluate",
+    "format_table1", "gate_allows_pruning", "gate_keeps_candidate", "grid", "histories_table", "initial_model",
+    "layer_sparsity", "load_dataset", "load_runs", "log_bayes_factor", "log_likelihood", "log_prior",
+    "magnitude_mask", "neuron_mask", "paper_table1", "plot_accuracy_vs_sparsity", "plot_curves", "plot_test_curves",
+    "posterior_terms", "prunable_parameters", "prune_magnitude", "prune_neurons", "prune_random", "prune_step",
+    "pruned_copy", "random_mask", "read_idx", "remove_torch_prune", "results_table", "retrain", "save_run",
+    "sigma_crossover", "sparsity", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
+    "weight_values", "widgets", "write_report",
+]

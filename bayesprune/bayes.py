@@ -31,14 +31,29 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class PosteriorTerms:
-    """The two terms of the (unnormalised) log posterior, kept apart for teaching."""
+    """The terms of one side of a Bayes factor, kept apart for teaching.
+
+    ``log_likelihood`` and ``log_prior`` make the paper's (unnormalised) log posterior.
+    Where the Laplace evidence was computed too (``RunConfig.bayes_factor="laplace"`` or
+    ``prior_fit="marglik"``), its prior term (over the model's parameters: kept weights
+    and biases) and its Occam term are filled in as well; otherwise they are NaN.
+    ``prior_sigma`` is the prior's standard deviation these terms used (fixed or fitted).
+    """
 
     log_likelihood: float
     log_prior: float
+    prior_sigma: float = math.nan
+    laplace_log_prior: float = math.nan
+    log_occam: float = math.nan
 
     @property
     def log_posterior(self) -> float:
         return self.log_likelihood + self.log_prior
+
+    @property
+    def log_evidence(self) -> float:
+        """Laplace: log Z = log p(D|w*) + log p(w*) + Occam (NaN where not computed)."""
+        return self.log_likelihood + self.laplace_log_prior + self.log_occam
 
 
 @torch.inference_mode()
@@ -80,12 +95,12 @@ def log_likelihood(
 
 
 @torch.no_grad()
-def log_prior(model: nn.Module, mu: float = 0.0, sigma: float = 0.03) -> float:
-    """sum over prunable weights of log N(w; mu, sigma^2), in float64."""
+def log_prior(model: nn.Module, mu: float = 0.0, sigma: float = 0.03, biases: bool = False) -> float:
+    """sum over prunable weights (and biases, if asked) of log N(w; mu, sigma^2), in float64."""
     if not sigma > 0:
         raise ValueError(f"sigma={sigma!r} is invalid: allowed a number > 0")
     total = 0.0
-    for w in prunable_parameters(model).values():
+    for w in prunable_parameters(model, biases).values():
         wd = w.detach().double()
         sq = float(((wd - mu) ** 2).sum())
         total += -0.5 * sq / sigma**2 - wd.numel() * (math.log(sigma) + 0.5 * LOG_2PI)
@@ -101,15 +116,42 @@ def posterior_terms(
     mu: float,
     sigma: float,
     reduction: str = "sum",
+    biases: bool = False,
 ) -> PosteriorTerms:
     """Both terms on the evaluation subset (x, y), the likelihood scaled to n_total."""
     scale = n_total / x.shape[0]
-    return PosteriorTerms(log_likelihood(model, x, y, scale, reduction), log_prior(model, mu, sigma))
+    return PosteriorTerms(log_likelihood(model, x, y, scale, reduction), log_prior(model, mu, sigma, biases),
+                          prior_sigma=sigma)
 
 
-def log_bayes_factor(before: PosteriorTerms, after: PosteriorTerms) -> float:
-    """log BF(pruned vs unpruned) = log posterior after - log posterior before."""
-    return after.log_posterior - before.log_posterior
+def log_bayes_factor(before: PosteriorTerms, after: PosteriorTerms, kind: str = "posterior") -> float:
+    """log BF(pruned vs unpruned): the paper's ratio of posterior densities, or of Laplace evidences."""
+    if kind == "posterior":
+        return after.log_posterior - before.log_posterior
+    if kind == "laplace":
+        return after.log_evidence - before.log_evidence
+    raise ValueError(f"kind={kind!r} is invalid: allowed posterior, laplace")
+
+
+class PosteriorRatio:
+    """The paper's Bayes factor for a run: both terms on a fixed subset, before and after each step.
+
+    The gate's evaluator: :meth:`terms` is called on the network before a step and
+    on the pruned candidate after it.  ``finetune_steps`` = 0: the paper compares
+    the two weight settings as they are.
+    """
+
+    finetune_steps = 0
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_total: int, mu: float, sigma: float,
+                 reduction: str = "sum", biases: bool = False):
+        self.x, self.y, self.n_total = x, y, n_total
+        self.mu, self.sigma, self.reduction, self.biases = mu, sigma, reduction, biases
+
+    def terms(self, model: nn.Module, mask=None, before: Optional[PosteriorTerms] = None) -> PosteriorTerms:
+        """The terms at the model's current weights (``mask``/``before`` matter to the Laplace evaluator only)."""
+        return posterior_terms(model, self.x, self.y, n_total=self.n_total, mu=self.mu, sigma=self.sigma,
+                               reduction=self.reduction, biases=self.biases)
 
 
 def bf_subset(n_train: int, bf_samples: Optional[int], seed: int) -> torch.Tensor:
@@ -121,6 +163,11 @@ def bf_subset(n_train: int, bf_samples: Optional[int], seed: int) -> torch.Tenso
 
 
 # ------------------------------------------------------------------ the gate
+def log_threshold(beta: float) -> float:
+    """log beta, with beta = 0 meaning "accept everything" (log 0 = -inf)."""
+    return -math.inf if beta == 0 else math.log(beta)
+
+
 def gate_allows_pruning(gate: str, first_pruning_epoch: bool, previous_log_bf: Optional[float], beta: float) -> bool:
     """The paper's Algorithm 1: prune on the first pruning epoch, then only while BF > beta.
 
@@ -135,11 +182,11 @@ def gate_allows_pruning(gate: str, first_pruning_epoch: bool, previous_log_bf: O
         raise ValueError(f"gate={gate!r} is invalid: allowed paper, immediate")
     if first_pruning_epoch or previous_log_bf is None:
         return True
-    return previous_log_bf > math.log(beta)
+    return previous_log_bf > log_threshold(beta)
 
 
 def gate_keeps_candidate(gate: str, log_bf: float, beta: float) -> bool:
     """Whether a pruned candidate is kept: always under the paper's gate, BF > beta under immediate."""
     if gate == "paper":
         return True
-    return log_bf > math.log(beta)
+    return log_bf > log_threshold(beta)

@@ -2,8 +2,12 @@
 
 Every RunConfig field is a ``--flag`` (underscores become dashes); booleans get
 ``--flag/--no-flag``; optional integers accept ``none``.  Bad values exit with
-status 2 and the validation message, no traceback.  The last stdout line is a
+status 2 and the validation message, no traceback; every input and the output
+location are checked before the first epoch.  The last stdout line is a
 one-line JSON summary, so scripts can ``tail -1``.
+
+Exit status: 0 done; 1 a run failed (diverged, or a sweep with failed runs);
+2 bad input; 130 interrupted (Ctrl-C; a train run's finished epochs are saved).
 """
 
 from __future__ import annotations
@@ -12,10 +16,9 @@ import argparse
 import dataclasses
 import json
 import sys
-import typing
 from typing import Any, Optional, Sequence
 
-from .config import CHOICES, RunConfig, config_fields
+from .config import METHODS, PAPER_METHODS, RunConfig, config_fields, field_type, is_optional
 
 
 def _optional_int(text: str) -> Optional[int]:
@@ -26,26 +29,23 @@ def _optional_int(text: str) -> Optional[int]:
 
 def add_config_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     """One flag per RunConfig field; defaults are left unset so RunConfig's own apply."""
-    hints = typing.get_type_hints(RunConfig)
     for f in config_fields():
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else "$BAYESPRUNE_DATA or ./data"
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        hint = hints[f.name]
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if hint is bool:
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{f.metadata['help']} (default: {default})"}
+        kind = field_type(f.name)
+        if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif f.name in CHOICES:
-            parser.add_argument(flag, choices=CHOICES[f.name], **kwargs)
-        elif hint is int:
-            parser.add_argument(flag, type=int, **kwargs)
-        elif hint is float:
-            parser.add_argument(flag, type=float, **kwargs)
-        elif hint == Optional[int]:
+        elif "choices" in f.metadata:
+            parser.add_argument(flag, choices=f.metadata["choices"], **kwargs)
+        elif kind is int and is_optional(f.name):
             parser.add_argument(flag, type=_optional_int, metavar="INT|none", **kwargs)
-        elif f.name == "fcn_hidden":
+        elif kind in (int, float):
+            parser.add_argument(flag, type=kind, **kwargs)
+        elif kind == tuple[int, ...]:
             parser.add_argument(flag, type=int, nargs="+", metavar="WIDTH", **kwargs)
         else:
             parser.add_argument(flag, type=str, **kwargs)
@@ -59,32 +59,58 @@ def config_from_args(ns: argparse.Namespace, skip: Sequence[str] = ()) -> RunCon
     return RunConfig(**values)
 
 
+def parse_sparsity(text: str) -> float:
+    """A fraction 0 <= r < 1 ('0.9'), or a percentage written with '%' ('90%'); anything else is an error."""
+    try:
+        value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid: allowed a fraction 0 <= r < 1 (0.9) or a percentage below 100 % (90%)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bayesprune",
         description="Bayes-factor-gated neural network pruning (Mathew & Rowe, 2023).",
     )
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep}")
-    p_train = sub.add_parser("train", help="train one run (default: digits, fcn, bayes-magnitude, 90%%)")
-    add_config_arguments(p_train)
-    p_train.add_argument("--out", default=None, help="write config.json, history.csv, summary.json, curves.png here")
-    p_train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p = sub.add_parser("train", help="train one run (default: digits, fcn, bayes-magnitude, 90%%)")
+    add_config_arguments(p)
+    p.add_argument("--out", default=None, help="write config.json, history.csv, summary.json, model.pt and "
+                   "curves.png to this new folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder at --out, keeping the old one as <out>.prev")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
-    from .sweep import add_sweep_parser
-
-    add_sweep_parser(sub)
+    s = sub.add_parser("sweep", help="run a resumable grid of methods x sparsities x seeds")
+    add_config_arguments(s, skip=("method", "sparsity", "seed"))
+    s.add_argument("--methods", nargs="+", choices=METHODS, default=list(PAPER_METHODS),
+                   help="methods (default: the paper's five)")
+    s.add_argument("--sparsities", nargs="+", type=parse_sparsity, default=[0.25, 0.5, 0.75, 0.9, 0.99],
+                   help="target sparsities as fractions (0.9) or percentages with %% (90%%) (default: 0.25 0.5 "
+                        "0.75 0.9 0.99)")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    s.add_argument("--out", required=True, help="sweep folder (runs/, results.csv, table1.md, plots)")
+    s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1: in-process)")
+    s.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
+    s.add_argument("--no-report", action="store_true", help="skip the Table 1 and plots at the end")
     return parser
 
 
+# ------------------------------------------------------------------ train
 def _epoch_printer(cfg: RunConfig):
     width = len(str(cfg.epochs))
 
     def show(row: dict[str, Any]) -> None:
         gate = ""
         if row["gate_open"] or row["pruned"]:
-            gate = f"  log BF {row['log_bf']:+.1f} {'pruned' if row['pruned'] else 'rejected'}"
-            gate += " (final)" if row["forced"] else ""
-        elif cfg.method != "none" and row["epoch"] >= cfg.prune_start_epoch:
+            gate = (f"  step to {row['candidate_sparsity']:.3f}: log BF {row['log_bf']:+.1f} "
+                    f"{'accepted' if row['pruned'] else 'refused'}")
+            gate += " (final, forced)" if row["forced"] else ""
+        elif row["candidate_sparsity"] == row["candidate_sparsity"]:  # a step was proposed: not NaN
             gate = "  gate closed"
         print(
             f"epoch {row['epoch']:>{width}}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
@@ -97,24 +123,62 @@ def _epoch_printer(cfg: RunConfig):
 
 
 def run_train(ns: argparse.Namespace) -> int:
-    from .training import TrainingDiverged, train
+    from .data import load_dataset
+    from .runio import RunFolder
+    from .training import TrainingDiverged, TrainingInterrupted, train
 
     cfg = config_from_args(ns)
-    callbacks = [] if ns.quiet else [_epoch_printer(cfg)]
+    cfg.resolved_device()  # a missing cuda/mps is a bad input: exit 2 before anything else
+    folder = RunFolder.open(ns.out, cfg, ns.overwrite) if ns.out else None
     try:
-        result = train(cfg, callbacks=callbacks, progress=False)
-    except TrainingDiverged as exc:
-        if ns.out:
-            from pathlib import Path
-
-            Path(ns.out).mkdir(parents=True, exist_ok=True)
-            exc.history.to_csv(Path(ns.out) / "history.csv", index=False)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if ns.out:
-        result.save(ns.out)
+        load_dataset(cfg)  # files checked (and cached) before the first epoch
+        callbacks = [] if ns.quiet else [_epoch_printer(cfg)]
+        try:
+            result = train(cfg, callbacks=callbacks, progress=False)
+            code = 0
+        except TrainingDiverged as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            result, code = exc.result, 1
+        except TrainingInterrupted as exc:
+            print(f"interrupted: {exc}", file=sys.stderr)
+            result, code = exc.result, 130
+        if folder is not None:
+            where = folder.commit(result)
+            print(f"saved {result.status} run ({len(result.history)} epochs) to {where}", file=sys.stderr)
+            folder = None
+    finally:
+        if folder is not None:  # an error before a result existed: nothing half-written is left
+            folder.discard()
     print(json.dumps(result.summary()))
-    return 0
+    return code
+
+
+# ------------------------------------------------------------------ sweep
+def run_sweep(ns: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .sweeps import default_threads, grid, make_executor, sweep
+
+    base = config_from_args(ns, skip=("method", "sparsity", "seed"))
+    if ns.workers < 1:
+        raise ValueError(f"--workers={ns.workers} is invalid: allowed an integer >= 1")
+    configs = grid(base, ns.methods, ns.sparsities, ns.seeds)  # each config validated here
+    base.resolved_device()
+    load_dataset(base)  # fail fast, with the clear message, before any worker starts
+    executor = make_executor(ns.workers)
+    threads = default_threads(ns.workers) if executor is not None else None
+    try:
+        df = sweep(configs, ns.out, executor=executor, progress=True, retry_failed=ns.retry_failed,
+                   threads_per_run=threads)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    stats = df.attrs["stats"]
+    if not ns.no_report and len(df) and (df["status"] == "ok").any():
+        from .report import write_report
+
+        write_report(ns.out)
+    print(json.dumps(stats))
+    return 1 if stats["failed_total"] else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -129,11 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        if ns.command == "train":
-            return run_train(ns)
-        from .sweep import run_sweep_cli
-
-        return run_sweep_cli(ns)
+        return run_train(ns) if ns.command == "train" else run_sweep(ns)
     except (ValueError, DatasetNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

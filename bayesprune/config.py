@@ -1,10 +1,18 @@
 """One frozen, validated run configuration that flows everywhere.
 
-The same :class:`RunConfig` is built by the CLI (its flags are generated from
-the fields below), by the notebook widgets (their bounds and choices come from
-:data:`CHOICES` and :data:`BOUNDS`), by papermill parameters and by sweeps,
-and it is saved next to every result.  Every bad value raises ``ValueError``
-naming the field, the value and what is allowed, at construction time.
+The same :class:`RunConfig` is built by the CLI, the notebook widgets, papermill
+parameters and sweeps, and it is saved next to every result.  Everything the
+rest of the package needs to know about a field lives in that field's
+metadata (help, choices, bounds, its role in a results table, whether only the
+Bayes-gated methods use it, whether the dashboard shows it), so the CLI flags,
+the validation, the widget controls and the summary's setting columns are all
+*derived* from here.  A new field needs a default, metadata and a README line,
+nothing else.
+
+Every bad value raises ``ValueError`` naming the field, the value and what is
+allowed, at construction time.  Whether a device (cuda, mps) exists is checked
+when a run starts (:meth:`RunConfig.resolved_device`), not here, so a config
+saved on a GPU machine loads on a laptop.
 """
 
 from __future__ import annotations
@@ -14,54 +22,59 @@ import hashlib
 import json
 import math
 import os
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
+
+from .pruning import STRATEGIES
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
-MODELS = ("fcn", "cnn")
-METHODS = ("none", "random", "magnitude", "bayes-random", "bayes-magnitude")
-GATES = ("paper", "immediate")
-SCOPES = ("layer", "global")
-LIKELIHOODS = ("sum", "mean")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+#: "none", every registered strategy, and its Bayes-gated twin.
+METHODS: tuple[str, ...] = ("none", *STRATEGIES, *(f"bayes-{s}" for s in STRATEGIES))
+#: The methods of the paper's Table 1 (the default of sweeps and reports).
+PAPER_METHODS = ("none", "random", "bayes-random", "magnitude", "bayes-magnitude")
 
-#: Allowed values of the categorical fields (widgets build drop-downs from it).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": DATASETS,
-    "model": MODELS,
-    "method": METHODS,
-    "gate": GATES,
-    "scope": SCOPES,
-    "likelihood": LIKELIHOODS,
-    "device": DEVICES,
-}
+#: Largest seed: the package adds small offsets to it and torch seeds are 64-bit.
+MAX_SEED = 2**32 - 1
 
-#: Numeric bounds as (low, high, low_inclusive, high_inclusive); None = open.
-BOUNDS: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
-    "sparsity": (0.0, 1.0, True, False),
-    "beta": (0.0, None, False, False),
-    "prior_sigma": (0.0, None, False, False),
-    "lr": (0.0, None, False, False),
-    "epochs": (1, None, True, False),
-    "batch_size": (1, None, True, False),
-    "prune_start_epoch": (1, None, True, False),
-    "bf_samples": (1, None, True, False),
-    "train_size": (1, None, True, False),
-    "seed": (0, None, True, False),
-    "cnn_hidden": (1, None, True, False),
-}
-
-#: Fields that do not change a run's result (left out of :meth:`RunConfig.key`).
-NON_RESULT_FIELDS = ("data_dir", "download")
+#: Version of the run identity.  Keys hash only the fields that differ from their
+#: defaults, so adding a field with a default keeps every stored key; changing an
+#: existing default changes what old keys mean, and must bump this.
+KEY_VERSION = 2
 
 
 def default_data_dir() -> str:
-    """``$BAYESPRUNE_DATA`` if set, else ``./data`` (torchvision layout below it)."""
-    return os.environ.get("BAYESPRUNE_DATA", "./data")
+    """``$BAYESPRUNE_DATA`` if set and non-empty, else ``./data`` (torchvision layout below it)."""
+    return os.environ.get("BAYESPRUNE_DATA") or "./data"
 
 
-def _doc(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
+def _meta(
+    help: str,
+    *,
+    choices: Optional[tuple[str, ...]] = None,
+    bounds: Optional[tuple[Optional[float], Optional[float], bool, bool]] = None,
+    role: str = "setting",
+    applies: str = "all",
+    widget: bool = False,
+    ui: Optional[tuple[float, float]] = None,
+) -> dict[str, Any]:
+    """Field metadata.
+
+    ``role``: ``axis`` (a row or column of Table 1: dataset, model, method, sparsity, seed),
+    ``setting`` (changes the result; runs that differ in it are never averaged together) or
+    ``io`` (where data comes from: not part of the run's identity).
+    ``applies``: ``all``, ``pruned`` (ignored by the unpruned baseline) or ``bayes`` (only the
+    Bayes-gated methods' results depend on it).  ``widget``: shown by the dashboard by default;
+    ``ui``: the slider's range where the valid range is unbounded.
+    """
+    out: dict[str, Any] = {"help": help, "role": role, "applies": applies, "widget": widget}
+    if choices is not None:
+        out["choices"] = choices
+    if bounds is not None:
+        out["bounds"] = bounds
+    if ui is not None:
+        out["ui"] = ui
+    return out
 
 
 @dataclass(frozen=True)
@@ -72,51 +85,93 @@ class RunConfig:
     documented in the README ("Choices we made").
     """
 
-    dataset: str = field(default="digits", metadata=_doc("data set"))
-    model: str = field(default="fcn", metadata=_doc("network architecture"))
-    method: str = field(
-        default="bayes-magnitude",
-        metadata=_doc("pruning method; bayes-* are gated by the Bayes factor"),
-    )
-    sparsity: float = field(default=0.9, metadata=_doc("target fraction of zero weights, 0 <= r < 1"))
-    beta: float = field(default=1.0, metadata=_doc("Bayes-factor threshold of the gate (> 0)"))
-    epochs: int = field(default=25, metadata=_doc("training epochs"))
-    seed: int = field(default=0, metadata=_doc("seed for init, data order, masks and BF subset"))
-    lr: float = field(default=0.001, metadata=_doc("Adam learning rate"))
-    batch_size: int = field(default=64, metadata=_doc("mini-batch size"))
-    prior_mu: float = field(default=0.0, metadata=_doc("mean of the Gaussian weight prior"))
-    prior_sigma: float = field(default=0.03, metadata=_doc("std of the Gaussian weight prior (> 0)"))
-    likelihood: str = field(
-        default="sum",
-        metadata=_doc("log p(D|w) as the summed (a true log-likelihood) or mean cross-entropy"),
-    )
-    bf_samples: Optional[int] = field(
-        default=4096,
-        metadata=_doc("training examples used for log p(D|w), scaled to the full set; none = all"),
-    )
-    gate: str = field(
-        default="paper",
-        metadata=_doc("paper: prune if the previous BF > beta; immediate: keep a candidate if its BF > beta"),
-    )
-    scope: str = field(default="layer", metadata=_doc("prune each layer to r, or rank all weights globally"))
-    prune_start_epoch: int = field(default=1, metadata=_doc("first epoch (1-based) after which to prune"))
-    regrow: bool = field(
-        default=False,
-        metadata=_doc("False: masks persist (pruned weights stay 0); True (the paper's literal procedure): they may regrow"),
-    )
-    fcn_hidden: tuple[int, ...] = field(default=(300, 100), metadata=_doc("FCN hidden widths"))
-    cnn_hidden: int = field(default=128, metadata=_doc("width of the CNN's first fully connected layer"))
-    train_size: Optional[int] = field(
-        default=None, metadata=_doc("use only this many training examples (seeded); none = all")
-    )
-    data_dir: str = field(
-        default_factory=default_data_dir,
-        metadata=_doc("data root in torchvision layout (default $BAYESPRUNE_DATA or ./data)"),
-    )
-    download: bool = field(default=False, metadata=_doc("download the data set if it is missing"))
-    device: str = field(default="auto", metadata=_doc("auto picks cuda, then mps, then cpu"))
+    dataset: str = field(default="digits", metadata=_meta("data set", choices=DATASETS, role="axis", widget=True))
+    model: str = field(default="fcn", metadata=_meta("network architecture", choices=("fcn", "cnn"), role="axis",
+                                                     widget=True))
+    method: str = field(default="bayes-magnitude", metadata=_meta(
+        "pruning method; bayes-* are gated by the Bayes factor", choices=METHODS, role="axis", widget=True))
+    sparsity: float = field(default=0.9, metadata=_meta(
+        "target fraction of zero weights, a fraction 0 <= r < 1 (0.9, not 90)", bounds=(0.0, 1.0, True, False),
+        role="axis", widget=True))
+    beta: float = field(default=1.0, metadata=_meta(
+        "Bayes-factor threshold of the gate (>= 0; 0 accepts every step)", bounds=(0.0, None, True, False),
+        applies="bayes", widget=True, ui=(1e-4, 1e3)))
+    epochs: int = field(default=25, metadata=_meta("training epochs", bounds=(1, 100_000, True, True), widget=True,
+                                                   ui=(1, 100)))
+    seed: int = field(default=0, metadata=_meta(
+        "seed for init, data order, masks and BF subset", bounds=(0, MAX_SEED, True, True), role="axis",
+        widget=True, ui=(0, 99)))
+    lr: float = field(default=0.001, metadata=_meta("Adam learning rate", bounds=(0.0, None, False, False),
+                                                    ui=(1e-5, 1.0)))
+    batch_size: int = field(default=64, metadata=_meta("mini-batch size", bounds=(1, None, True, False),
+                                                       ui=(1, 1024)))
+    prior_mu: float = field(default=0.0, metadata=_meta(
+        "mean of the Gaussian weight prior", bounds=(-1e6, 1e6, True, True), applies="bayes"))
+    prior_sigma: float = field(default=0.03, metadata=_meta(
+        "std of the Gaussian weight prior (with --prior-fit marglik: only the starting point)",
+        bounds=(1e-8, 1e8, True, True), applies="bayes", widget=True, ui=(1e-3, 10.0)))
+    likelihood: str = field(default="sum", metadata=_meta(
+        "log p(D|w) as the summed (a true log-likelihood) or mean cross-entropy", choices=("sum", "mean"),
+        applies="bayes", widget=True))
+    bf_samples: Optional[int] = field(default=4096, metadata=_meta(
+        "training examples used for log p(D|w), scaled to the full set; none = all", bounds=(1, None, True, False),
+        applies="bayes"))
+    gate: str = field(default="paper", metadata=_meta(
+        "paper: prune if the previous step's BF > beta; immediate: keep a step only if its own BF > beta",
+        choices=("paper", "immediate"), applies="bayes", widget=True))
+    scope: str = field(default="layer", metadata=_meta(
+        "prune each layer to r, or rank all weights globally (magnitude only)", choices=("layer", "global"),
+        applies="pruned"))
+    schedule: str = field(default="one-shot", metadata=_meta(
+        "one-shot: every pruning epoch proposes the target; gradual: the proposal rises along Zhu & Gupta's "
+        "cubic from prune_start_epoch to prune_end_epoch", choices=("one-shot", "gradual"), applies="pruned",
+        widget=True))
+    prune_start_epoch: int = field(default=1, metadata=_meta(
+        "first epoch (1-based) after which to prune", bounds=(1, None, True, False), applies="pruned",
+        ui=(1, 100)))
+    prune_end_epoch: Optional[int] = field(default=None, metadata=_meta(
+        "gradual schedule: the epoch whose step proposes the full target; none = 3/4 of the epochs",
+        bounds=(1, None, True, False), applies="pruned"))
+    final_prune: str = field(default="target", metadata=_meta(
+        "target: the last epoch prunes to the target whatever the gate says; gate: the last epoch is gated like "
+        "any other (the gate chooses the final sparsity); none: the last epoch does not prune",
+        choices=("target", "gate", "none"), applies="pruned", widget=True))
+    regrow: bool = field(default=False, metadata=_meta(
+        "False: masks persist (pruned weights stay 0); True (the paper's literal procedure): they may regrow",
+        applies="pruned", widget=True))
+    prune_output: bool = field(default=True, metadata=_meta(
+        "prune the output layer too (False leaves the last layer dense)", applies="pruned"))
+    prune_biases: bool = field(default=False, metadata=_meta(
+        "biases are prunable and count towards the sparsity (False: weights of Linear/Conv layers only)",
+        applies="pruned"))
+    bayes_factor: str = field(default="posterior", metadata=_meta(
+        "posterior: the paper's ratio of posterior densities; laplace: a ratio of Laplace-approximated "
+        "model evidences", choices=("posterior", "laplace"), applies="bayes", widget=True))
+    prior_fit: str = field(default="fixed", metadata=_meta(
+        "fixed: use prior_sigma; marglik: fit the prior precision to the unpruned network's Laplace evidence at "
+        "every step", choices=("fixed", "marglik"), applies="bayes"))
+    hessian_structure: str = field(default="kron", metadata=_meta(
+        "curvature of the Laplace evidence: kron (K-FAC), diag or full (tiny networks only)",
+        choices=("kron", "diag", "full"), applies="bayes"))
+    laplace_finetune_steps: int = field(default=100, metadata=_meta(
+        "laplace: mini-batch steps under the candidate mask before the pruned evidence, so its weights are "
+        "near a mode", bounds=(0, None, True, False), applies="bayes"))
+    fcn_hidden: tuple[int, ...] = field(default=(300, 100), metadata=_meta("FCN hidden widths"))
+    cnn_hidden: int = field(default=128, metadata=_meta("width of the CNN's first fully connected layer",
+                                                        bounds=(1, None, True, False)))
+    train_size: Optional[int] = field(default=None, metadata=_meta(
+        "use only this many training examples (seeded); none = all", bounds=(1, None, True, False)))
+    data_dir: str = field(default_factory=default_data_dir, metadata=_meta(
+        "data root in torchvision layout (default $BAYESPRUNE_DATA or ./data)", role="io"))
+    download: bool = field(default=False, metadata=_meta("download the data set if it is missing", role="io"))
+    device: str = field(default="auto", metadata=_meta(
+        "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"), widget=True))
 
     def __post_init__(self) -> None:
+        if isinstance(self.data_dir, os.PathLike):
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+        if isinstance(self.fcn_hidden, list):
+            object.__setattr__(self, "fcn_hidden", tuple(self.fcn_hidden))
         _validate(self)
 
     # ------------------------------------------------------------------ io
@@ -132,22 +187,30 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(
-                f"unknown RunConfig field(s) {unknown}; allowed fields are {sorted(names)}"
-            )
-        kwargs = dict(data)
-        if "fcn_hidden" in kwargs and isinstance(kwargs["fcn_hidden"], list):
-            kwargs["fcn_hidden"] = tuple(kwargs["fcn_hidden"])
-        return cls(**kwargs)
+            raise ValueError(f"unknown RunConfig field(s) {unknown}; allowed fields are {sorted(names)}")
+        return cls(**dict(data))
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that make this run differ from the default run (``io`` fields never count)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata["role"] == "io":
+                continue
+            value = getattr(self, f.name)
+            if value != _default(f):
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
     def key(self) -> str:
-        """Stable short hash of the fields that determine the result."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        """Stable short hash of the non-default result fields (OpenLTH style).
+
+        A field added later with a default leaves every existing key unchanged.
+        """
+        blob = json.dumps({"key_version": KEY_VERSION, **self.identity()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -156,15 +219,26 @@ class RunConfig:
 
     @property
     def prune_kind(self) -> Optional[str]:
-        """'random', 'magnitude' or None for the unpruned baseline."""
+        """The pruning strategy ('random', 'magnitude', ...) or None for the unpruned baseline."""
         if self.method == "none":
             return None
         return self.method.removeprefix("bayes-")
 
+    @property
+    def end_epoch(self) -> int:
+        """The gradual schedule's last ramp epoch (``prune_end_epoch`` or 3/4 of the epochs)."""
+        if self.prune_end_epoch is not None:
+            return self.prune_end_epoch
+        return min(self.epochs, max(self.prune_start_epoch, round(0.75 * self.epochs)))
+
     def resolved_device(self) -> str:
-        """The concrete torch device string this config trains on."""
+        """The concrete torch device this config trains on; raises if an explicit device is missing."""
         import torch
 
+        if self.device == "cuda" and not torch.cuda.is_available():
+            _fail("device", self.device, "cuda only where a CUDA GPU is available (none found); use auto or cpu")
+        if self.device == "mps" and not _mps_available():
+            _fail("device", self.device, "mps only on Apple silicon with MPS available (none found); use auto or cpu")
         if self.device != "auto":
             return self.device
         if torch.cuda.is_available():
@@ -181,12 +255,51 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+# ------------------------------------------------------------------ derived tables
+def config_fields() -> list[dataclasses.Field]:
+    """The dataclass fields, in declaration order (the CLI and widgets use them)."""
+    return list(dataclasses.fields(RunConfig))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def fields_where(**meta: Any) -> list[str]:
+    """Names of the fields whose metadata matches, e.g. ``fields_where(role="setting")``."""
+    return [f.name for f in config_fields() if all(f.metadata.get(k) == v for k, v in meta.items())]
+
+
+#: Allowed values of the categorical fields (widgets build drop-downs from it).
+CHOICES: dict[str, tuple[str, ...]] = {f.name: f.metadata["choices"] for f in config_fields() if "choices" in f.metadata}
+#: Numeric bounds as (low, high, low_inclusive, high_inclusive); None = open.
+BOUNDS: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
+    f.name: f.metadata["bounds"] for f in config_fields() if "bounds" in f.metadata}
+#: Fields that do not change a run's result (left out of :meth:`RunConfig.key`).
+NON_RESULT_FIELDS: tuple[str, ...] = tuple(fields_where(role="io"))
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def field_type(name: str) -> Any:
+    """The field's type with Optional removed (int, float, bool, str or tuple[int, ...])."""
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union else hint
+
+
+def is_optional(name: str) -> bool:
+    return type(None) in typing.get_args(_HINTS[name])
+
+
+# ------------------------------------------------------------------ validation
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"RunConfig.{name}={value!r} is invalid: allowed {allowed}")
 
 
 def _describe_bounds(lo, hi, lo_inc, hi_inc, integer: bool) -> str:
-    kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a finite number"
     parts = []
     if lo is not None:
         parts.append(f"{'>=' if lo_inc else '>'} {lo:g}")
@@ -198,6 +311,8 @@ def _describe_bounds(lo, hi, lo_inc, hi_inc, integer: bool) -> str:
 def _check_number(name: str, value: Any, integer: bool) -> None:
     lo, hi, lo_inc, hi_inc = BOUNDS[name]
     allowed = _describe_bounds(lo, hi, lo_inc, hi_inc, integer)
+    if is_optional(name):
+        allowed += ", or None"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         _fail(name, value, allowed)
     if integer and not float(value).is_integer():
@@ -210,47 +325,57 @@ def _check_number(name: str, value: Any, integer: bool) -> None:
         _fail(name, value, allowed)
 
 
-def _validate(cfg: RunConfig) -> None:
-    for name, allowed in CHOICES.items():
-        value = getattr(cfg, name)
-        if value not in allowed:
-            _fail(name, value, "one of " + ", ".join(allowed))
-    for name in ("sparsity", "beta", "prior_sigma", "lr"):
-        _check_number(name, getattr(cfg, name), integer=False)
-    for name in ("epochs", "batch_size", "prune_start_epoch", "seed", "cnn_hidden"):
-        _check_number(name, getattr(cfg, name), integer=True)
-    for name in ("bf_samples", "train_size"):
-        if getattr(cfg, name) is not None:
-            _check_number(name, getattr(cfg, name), integer=True)
-    if isinstance(cfg.prior_mu, bool) or not isinstance(cfg.prior_mu, (int, float)) or not math.isfinite(cfg.prior_mu):
-        _fail("prior_mu", cfg.prior_mu, "a finite number")
-    for name in ("regrow", "download"):
-        if not isinstance(getattr(cfg, name), bool):
-            _fail(name, getattr(cfg, name), "True or False")
+def _check_field(cfg: RunConfig, f: dataclasses.Field) -> None:
+    name, value = f.name, getattr(cfg, f.name)
+    kind = field_type(name)
+    if value is None and is_optional(name):
+        return
+    if "choices" in f.metadata:
+        if value not in f.metadata["choices"]:
+            _fail(name, value, "one of " + ", ".join(f.metadata["choices"]))
+    elif "bounds" in f.metadata:
+        _check_number(name, value, integer=kind is int)
+    elif kind is bool:
+        if not isinstance(value, bool):
+            _fail(name, value, "True or False")
+
+
+def _check_hidden(cfg: RunConfig) -> None:
     hidden = cfg.fcn_hidden
-    if (
-        not isinstance(hidden, tuple)
-        or len(hidden) == 0
-        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
-    ):
+    if (not isinstance(hidden, tuple) or len(hidden) == 0
+            or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)):
         _fail("fcn_hidden", hidden, "a non-empty tuple of positive integers, e.g. (300, 100)")
-    if not isinstance(cfg.data_dir, (str, os.PathLike)) or str(cfg.data_dir) == "":
+
+
+def _check_data_dir(cfg: RunConfig) -> None:
+    if not isinstance(cfg.data_dir, str) or cfg.data_dir == "":
         _fail("data_dir", cfg.data_dir, "a non-empty folder path")
-    if cfg.prune_start_epoch > cfg.epochs and cfg.method != "none":
-        _fail(
-            "prune_start_epoch",
-            cfg.prune_start_epoch,
-            f"an epoch between 1 and epochs={cfg.epochs}, so that pruning happens",
-        )
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail("device", cfg.device, "cuda only where a CUDA GPU is available (none found); use auto or cpu")
-    if cfg.device == "mps" and not _mps_available():
-        _fail("device", cfg.device, "mps only on Apple silicon with MPS available (none found); use auto or cpu")
 
 
-def config_fields() -> list[dataclasses.Field]:
-    """The dataclass fields, in declaration order (the CLI and widgets use them)."""
-    return list(dataclasses.fields(RunConfig))
+def _check_epochs(cfg: RunConfig) -> None:
+    if cfg.method == "none":
+        return
+    if cfg.prune_start_epoch > cfg.epochs:
+        _fail("prune_start_epoch", cfg.prune_start_epoch,
+              f"an epoch between 1 and epochs={cfg.epochs}, so that pruning happens")
+    if cfg.prune_end_epoch is not None and not cfg.prune_start_epoch <= cfg.prune_end_epoch <= cfg.epochs:
+        _fail("prune_end_epoch", cfg.prune_end_epoch,
+              f"None or an epoch between prune_start_epoch={cfg.prune_start_epoch} and epochs={cfg.epochs}")
+
+
+def _check_scope(cfg: RunConfig) -> None:
+    if cfg.scope == "global" and cfg.prune_kind not in (None, "magnitude"):
+        _fail("scope", cfg.scope, f"'layer' for method={cfg.method!r}; 'global' ranks magnitudes, so it needs "
+              "magnitude or bayes-magnitude")
+
+
+#: Rules that involve more than one field, run after the per-field checks.
+CROSS_FIELD_RULES: tuple[Callable[[RunConfig], None], ...] = (_check_hidden, _check_data_dir, _check_epochs,
+                                                             _check_scope)
+
+
+def _validate(cfg: RunConfig) -> None:
+    for f in config_fields():
+        _check_field(cfg, f)
+    for rule in CROSS_FIELD_RULES:
+        rule(cfg)

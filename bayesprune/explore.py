@@ -16,7 +16,7 @@ from torch import nn
 
 from .bayes import bf_subset, log_likelihood, log_prior
 from .data import TensorDataset
-from .pruning import compute_mask, apply_mask, prunable_parameters
+from .pruning import apply_mask, compute_mask, prunable_parameters
 
 
 def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:

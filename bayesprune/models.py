@@ -65,6 +65,17 @@ class CNN(nn.Module):
         return self.fc2(x)
 
 
+def initial_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
+                  device: torch.device | str = "cpu") -> nn.Module:
+    """Exactly the network a run of ``cfg`` starts from: seeded with ``cfg.seed``, then built.
+
+    The one way :func:`bayesprune.train` and the lottery-ticket rewind build their start,
+    so a rewound ticket is bit-identical to the run's initial weights.
+    """
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg, input_shape, num_classes).to(device)
+
+
 def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A freshly initialised model for ``cfg`` (initialisation uses torch's global RNG)."""
     if cfg.model == "fcn":

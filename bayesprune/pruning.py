@@ -12,7 +12,7 @@ The strategies are pure functions ``(weight, sparsity, generator) -> mask`` in
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,15 +20,33 @@ from torch import nn
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def prunable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{"fc1.weight": tensor, ...}`` for every Linear/Conv weight, in module order."""
+def prunable_parameters(model: nn.Module, biases: bool = False) -> dict[str, torch.Tensor]:
+    """``{"fc1.weight": tensor, ...}`` for every Linear/Conv weight, in module order.
+
+    ``biases=True`` adds each such layer's bias (``"fc1.bias"``), for runs whose
+    sparsity counts biases too (``RunConfig.prune_biases``).
+    """
     out: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
         if isinstance(module, PRUNABLE_TYPES):
-            key = f"{name}.weight" if name else "weight"
+            prefix = f"{name}." if name else ""
             # Under torch.nn.utils.prune the live tensor is weight_orig * weight_mask.
-            out[key] = module.weight
+            out[f"{prefix}weight"] = module.weight
+            if biases and module.bias is not None:
+                out[f"{prefix}bias"] = module.bias
     return out
+
+
+def output_layer_names(model: nn.Module) -> tuple[str, ...]:
+    """The parameter names of the last prunable layer (the logits), weight and bias."""
+    last = list(prunable_parameters(model))[-1].rpartition(".")[0]
+    prefix = f"{last}." if last else ""
+    return (f"{prefix}weight", f"{prefix}bias")
+
+
+def pruning_targets(model: nn.Module, biases: bool = False, skip: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """The tensors a pruning step may zero: prunable weights (and biases), minus ``skip``."""
+    return {k: v for k, v in prunable_parameters(model, biases).items() if k not in skip}
 
 
 def num_to_prune(n: int, sparsity: float) -> int:
@@ -118,13 +136,16 @@ def compute_mask(
     sparsity: float,
     scope: str = "layer",
     generator: Optional[torch.Generator] = None,
+    *,
+    biases: bool = False,
+    skip: Sequence[str] = (),
 ) -> Mask:
-    """Masks for every prunable tensor, per layer or (magnitude only) globally."""
+    """Masks for every pruning target (see :func:`pruning_targets`), per layer or (magnitude only) globally."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is invalid: allowed one of {', '.join(STRATEGIES)}")
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"sparsity={sparsity!r} is invalid: allowed a number >= 0 and < 1")
-    params = prunable_parameters(model)
+    params = pruning_targets(model, biases, skip)
     if scope == "layer":
         return Mask({k: STRATEGIES[strategy](w, sparsity, generator) for k, w in params.items()})
     if scope != "global":
@@ -144,10 +165,10 @@ def compute_mask(
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """w *= mask for every masked tensor, in place (keeps the optimizer's references)."""
-    params = prunable_parameters(model)
+    params = prunable_parameters(model, biases=True)
     for key, m in mask.items():
         if key not in params:
-            raise KeyError(f"mask names {key!r}, which is not a prunable weight of this model")
+            raise KeyError(f"mask names {key!r}, which is not a prunable weight or bias of this model")
         params[key].mul_(m.to(params[key].dtype))
 
 
@@ -166,17 +187,17 @@ def prune_random(model: nn.Module, sparsity: float, generator: Optional[torch.Ge
 
 
 # ------------------------------------------------------------------ measuring
-def sparsity(model: nn.Module) -> float:
-    """Fraction of exact zeros over all prunable weights."""
-    params = list(prunable_parameters(model).values())
+def sparsity(model: nn.Module, biases: bool = False) -> float:
+    """Fraction of exact zeros over all prunable weights (and biases, with ``biases=True``)."""
+    params = list(prunable_parameters(model, biases).values())
     total = sum(p.numel() for p in params)
     zeros = sum(int((p.detach() == 0).sum()) for p in params)
     return zeros / total if total else 0.0
 
 
-def layer_sparsity(model: nn.Module) -> dict[str, float]:
+def layer_sparsity(model: nn.Module, biases: bool = False) -> dict[str, float]:
     """``{param name: fraction of exact zeros}``."""
-    return {k: float((v.detach() == 0).float().mean()) for k, v in prunable_parameters(model).items()}
+    return {k: float((v.detach() == 0).float().mean()) for k, v in prunable_parameters(model, biases).items()}
 
 
 def count_weights(model: nn.Module) -> dict[str, int]:
@@ -222,7 +243,7 @@ def neuron_mask(weight: torch.Tensor, sparsity: float, generator: Optional[torch
     that fraction of rows (the mask is a whole row/filter of zeros).
     """
     rows = weight.shape[0]
-    norms = weight.detach().flatten(1).norm(dim=1)
+    norms = weight.detach().reshape(rows, -1).norm(dim=1)
     keep_rows = rows - num_to_prune(rows, sparsity)
     row_mask = torch.zeros(rows, dtype=torch.bool, device=weight.device)
     if keep_rows > 0:

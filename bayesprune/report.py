@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
-TABLE_METHODS = ["none", "random", "bayes-random", "magnitude", "bayes-magnitude"]
+from .config import METHODS, PAPER_METHODS, config_fields, fields_where
+from .fileio import atomic_write_bytes, atomic_write_text
+from .results import histories_table, results_table
+
+TABLE_METHODS = list(PAPER_METHODS)
 COLUMN_NAMES = {"none": "unpruned", "random": "random", "bayes-random": "bayes_random",
                 "magnitude": "magnitude", "bayes-magnitude": "bayes_magnitude"}
 _PAPER_DATASETS = {"MNIST": "mnist", "Fashion": "fashion-mnist", "CIFAR-10": "cifar10"}
@@ -35,21 +38,27 @@ def paper_table1() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "model", "sparsity", "method", "accuracy"]).drop_duplicates()
 
 
-#: Config fields that change results but are not rows or columns of Table 1.
-SETTING_COLUMNS = ["epochs", "lr", "batch_size", "prior_mu", "prior_sigma", "likelihood", "bf_samples", "gate",
-                   "scope", "prune_start_epoch", "regrow", "fcn_hidden", "cnn_hidden", "train_size", "beta"]
+#: Config fields that change results but are not rows or columns of Table 1 (derived from RunConfig).
+SETTING_COLUMNS = fields_where(role="setting")
+
+
+def _runs_it_applies_to(g: pd.DataFrame, col: str) -> pd.DataFrame:
+    """The runs whose result depends on ``col`` (field metadata ``applies``: all, pruned or bayes)."""
+    applies = next(f.metadata["applies"] for f in config_fields() if f.name == col)
+    if applies == "bayes":
+        return g[g["method"].str.startswith("bayes-")]
+    if applies == "pruned":
+        return g[g["method"] != "none"]
+    return g
 
 
 def _check_one_setting(ok: pd.DataFrame) -> None:
     """Refuse to average runs that differ in anything but method, sparsity and seed."""
     for (ds, model), g in ok.groupby(["dataset", "model"]):
-        pruned = g[g["method"] != "none"]
         for col in SETTING_COLUMNS:
             if col not in g:
                 continue
-            # beta only matters to the Bayesian methods; everything else to all of them
-            frame = pruned[pruned["method"].str.startswith("bayes-")] if col == "beta" else g
-            values = frame[col].astype(str).unique()
+            values = _runs_it_applies_to(g, col)[col].astype(str).unique()
             if len(values) > 1:
                 raise ValueError(
                     f"summarize(): the {ds}/{model} runs mix {col} = {sorted(values)}; "
@@ -158,29 +167,38 @@ def plot_test_curves(histories: pd.DataFrame, method: str, metric: str = "test_a
     return fig
 
 
-def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
-    """table1.md, table1.csv, accuracy_vs_sparsity.png and test_curves_<method>.png in out_dir."""
+def save_figure(fig, path: Path) -> None:
+    """A figure as PNG, written atomically (never through a symlink), then closed."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    from .sweep import histories_table, results_table
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
+
+def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
+    """table1.md, table1.csv, accuracy_vs_sparsity.png and test_curves_<method>.png in out_dir.
+
+    Each file is written atomically; file names come from validated method names only.
+    """
     out = Path(out_dir)
     results = results_table(out)
     table = summarize(results, paper=paper)
-    written = {"table1.md": out / "table1.md", "table1.csv": out / "table1.csv"}
-    written["table1.md"].write_text(format_table1(table) + "\n")
+    written = {"table1.md": out / "table1.md", "table1.csv": out / "table1.csv",
+               "accuracy_vs_sparsity.png": out / "accuracy_vs_sparsity.png"}
+    atomic_write_text(written["table1.md"], format_table1(table) + "\n")
     flat = table.copy()
     flat.columns = ["_".join(c for c in col if c) for col in table.columns]
-    flat.to_csv(written["table1.csv"], index=False)
-    fig = plot_accuracy_vs_sparsity(results, paper=paper)
-    written["accuracy_vs_sparsity.png"] = out / "accuracy_vs_sparsity.png"
-    fig.savefig(written["accuracy_vs_sparsity.png"], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    atomic_write_text(written["table1.csv"], flat.to_csv(index=False))
+    save_figure(plot_accuracy_vs_sparsity(results, paper=paper), written["accuracy_vs_sparsity.png"])
     hist = histories_table(out)
     for method in sorted(set(hist.get("method", [])) - {"none"}):
-        fig = plot_test_curves(hist, method)
+        if method not in METHODS:  # pragma: no cover - load_runs validated every config
+            continue
         path = out / f"test_curves_{method}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        save_figure(plot_test_curves(hist, method), path)
         written[path.name] = path
     return written

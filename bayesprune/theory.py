@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .models import CNN, FCN
-from .pruning import compute_mask, apply_mask, prunable_parameters
+from .pruning import apply_mask, compute_mask, prunable_parameters
 
 
 @torch.inference_mode()

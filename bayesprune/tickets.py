@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 from typing import Literal, Optional
 
-import torch
 from torch import nn
 
 from .config import RunConfig
 from .data import TensorDataset
-from .models import build_model
+from .models import initial_model as _initial_model
 from .pruning import Mask, apply_mask, sparsity
 from .training import evaluate, retrain
 
@@ -24,9 +23,8 @@ Start = Literal["rewind", "reinit", "finetune"]
 
 
 def initial_model(cfg: RunConfig, data: TensorDataset) -> nn.Module:
-    """Exactly the network ``bp.train(cfg)`` starts from (same seed, same initialisation)."""
-    torch.manual_seed(cfg.seed)
-    return build_model(cfg, data.input_shape, data.num_classes).to(data.x_train.device)
+    """Exactly the network ``bp.train(cfg)`` starts from (:func:`bayesprune.models.initial_model`)."""
+    return _initial_model(cfg, data.input_shape, data.num_classes, data.x_train.device)
 
 
 def ticket(

@@ -1,21 +1,24 @@
 """Training interleaved with (gated) pruning: the paper's procedure, one epoch at a time.
 
-Per epoch: one pass of Adam over the shuffled training set; then, from
-``prune_start_epoch`` on, a pruning step.  The pruning step records the log
-posterior's terms before and after pruning and the log Bayes factor, whether or
-not the gate let it prune, so a student can see why the gate opened.  The last
-epoch always prunes (``forced``), so the reported accuracy belongs to the stated
-sparsity.  One history row per epoch goes to every callback as it is made.
+Per epoch: one pass of Adam over the shuffled training set; then, where the
+:class:`~bayesprune.schedule.PruningSchedule` proposes one, a pruning step
+(:func:`prune_step`).  The step records the Bayes factor's terms before and
+after, whether or not the gate let it prune, so a student can see why the gate
+opened.  One history row per epoch goes to every callback as it is made.
+
+A callback may raise :class:`StopTraining` to end the run after the current
+epoch (the dashboard's Stop button); Ctrl-C raises :class:`TrainingInterrupted`,
+and a NaN loss :class:`TrainingDiverged`.  Both carry a :class:`RunResult` of the
+finished epochs, with the model as it was at the end of the last one.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import pandas as pd
 import torch
@@ -23,41 +26,68 @@ from torch import nn
 from torch.nn import functional as F
 
 from .bayes import (
+    PosteriorRatio,
     PosteriorTerms,
     bf_subset,
     gate_allows_pruning,
     gate_keeps_candidate,
     log_bayes_factor,
-    posterior_terms,
     summed_loss_and_correct,
 )
 from .config import RunConfig
 from .data import TensorDataset, batch_indices, load_dataset
-from .models import build_model
-from .pruning import Mask, apply_mask, compute_mask, layer_sparsity, prunable_parameters, sparsity
+from .models import initial_model
+from .pruning import Mask, apply_mask, compute_mask, layer_sparsity, output_layer_names, prunable_parameters, sparsity
+from .schedule import PruningSchedule
 
 Callback = Callable[[dict[str, Any]], None]
+NAN = float("nan")
 
 HISTORY_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "sparsity", "pruned",
-    "gate_open", "forced", "log_bf", "log_likelihood_before", "log_likelihood_after",
-    "log_prior_before", "log_prior_after", "log_posterior_before", "log_posterior_after",
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+    "sparsity_before", "candidate_sparsity", "sparsity", "pruned", "gate_open", "forced",
+    "log_bf", "log_bf_posterior", "log_bf_laplace",
+    "log_likelihood_before", "log_likelihood_after", "log_prior_before", "log_prior_after",
+    "log_posterior_before", "log_posterior_after",
+    "laplace_log_prior_before", "laplace_log_prior_after", "log_occam_before", "log_occam_after",
+    "log_evidence_before", "log_evidence_after", "prior_sigma",
     "bf_seconds", "seconds",
 ]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``.history`` holds every finished epoch."""
+class StopTraining(Exception):
+    """Raise from a callback to end training after the current epoch; ``train`` returns what was trained."""
 
-    def __init__(self, message: str, history: pd.DataFrame, config: RunConfig):
-        super().__init__(message)
-        self.history = history
-        self.config = config
+
+class _CarriesResult:
+    """Mixin of the exceptions that carry the partial :class:`RunResult` (``.result``) of a run."""
+
+    def __init__(self, message: str, result: "RunResult"):
+        super().__init__(message)  # type: ignore[call-arg]
+        self.result = result
+        self.history = result.history
+        self.config = result.config
+
+
+class TrainingDiverged(_CarriesResult, RuntimeError):
+    """The loss (or the Bayes factor) became NaN or infinite; ``.result`` holds every finished epoch."""
+
+
+class TrainingInterrupted(_CarriesResult, KeyboardInterrupt):
+    """Ctrl-C during training; ``.result`` holds every finished epoch (status ``interrupted``).
+
+    A ``KeyboardInterrupt``, not an ``Exception``: code that records failures and goes on
+    (a sweep) must not swallow a user's Ctrl-C.
+    """
 
 
 @dataclass
 class RunResult:
-    """What one run produced; ``history`` has one row per epoch."""
+    """What one run produced; ``history`` has one row per finished epoch.
+
+    ``status``: ``ok``; ``stopped`` (a callback asked); ``interrupted`` (Ctrl-C);
+    ``diverged`` (NaN loss).  The model is the one at the end of the last finished epoch.
+    """
 
     config: RunConfig
     history: pd.DataFrame
@@ -68,48 +98,80 @@ class RunResult:
     seconds: float
     device: str
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
 
     def summary(self) -> dict[str, Any]:
-        """The one-line JSON summary of the CLI."""
+        """The one-line JSON summary of the CLI: where the run ended and how the gate decided."""
+        h = self.history
+        steps = h[h["candidate_sparsity"].notna()] if len(h) else h
+        accepted = steps[steps["pruned"].astype(bool)] if len(steps) else steps
+        sigma = h["prior_sigma"].dropna() if len(h) else h
         return {
+            "status": self.status,
             "dataset": self.config.dataset,
             "model": self.config.model,
             "method": self.config.method,
+            "schedule": self.config.schedule,
+            "final_prune": self.config.final_prune,
+            "bayes_factor": self.config.bayes_factor,
             "target_sparsity": self.config.sparsity,
-            "test_accuracy": round(self.test_accuracy, 6),
-            "test_loss": round(self.test_loss, 6),
             "final_sparsity": round(self.final_sparsity, 6),
-            "epochs": self.config.epochs,
-            "pruning_epochs": int(self.history["pruned"].sum()) if len(self.history) else 0,
+            "test_accuracy": round(self.test_accuracy, 6) if math.isfinite(self.test_accuracy) else None,
+            "test_loss": round(self.test_loss, 6) if math.isfinite(self.test_loss) else None,
+            "epochs": int(len(h)),
+            "pruning_steps_proposed": int(len(steps)),
+            "pruning_steps_accepted": int(len(accepted)),
+            "last_accepted_epoch": int(accepted["epoch"].iloc[-1]) if len(accepted) else None,
+            "prior_sigma": round(float(sigma.iloc[-1]), 8) if len(sigma) else None,
             "seconds": round(self.seconds, 3),
             "device": self.device,
         }
 
-    def save(self, out_dir: str | Path, plot: bool = True) -> Path:
-        """Write config.json, history.csv, summary.json, model.pt and curves.png."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        self.history.to_csv(out / "history.csv", index=False)
-        summary = dict(self.summary(), layer_sparsity=self.layer_sparsity)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, out / "model.pt")
-        if plot:
-            from .plots import plot_curves
+    def save(self, out_dir, plot: bool = True, overwrite: bool = False):
+        """Write the run folder atomically (see :mod:`bayesprune.runio`); returns its path."""
+        from .runio import save_run
 
-            fig = plot_curves(self.history, title=_title(self.config))
-            fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
-        return out
+        return save_run(self, out_dir, plot=plot, overwrite=overwrite)
 
 
 def _title(cfg: RunConfig) -> str:
     return f"{cfg.dataset} / {cfg.model} / {cfg.method} @ {cfg.sparsity:.0%}"
 
 
-# ------------------------------------------------------------------ one epoch
+# ------------------------------------------------------------------ steps
+def _run_steps(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    data: TensorDataset,
+    batches: Iterable[torch.Tensor],
+    mask: Optional[Mask],
+) -> tuple[float, float, int]:
+    """Adam steps over index batches, keeping ``mask``'s zeros at zero; (loss sum, correct, count)."""
+    model.train()
+    device = data.x_train.device
+    # pair each masked tensor with a float copy of its mask once, not on every step
+    params = prunable_parameters(model, biases=True)
+    masked = [(params[k], m.to(params[k].dtype)) for k, m in mask.items()] if mask is not None else []
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    for idx in batches:
+        xb = data.x_train.index_select(0, idx)
+        yb = data.y_train.index_select(0, idx)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for w, m in masked:
+                w.mul_(m)
+            loss_sum.add_(loss.detach(), alpha=idx.numel())
+            correct.add_((logits.argmax(1) == yb).sum())
+        count += idx.numel()
+    return float(loss_sum), float(correct), count
+
+
 def _train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -119,29 +181,20 @@ def _train_epoch(
     mask: Optional[Mask],
 ) -> tuple[float, float]:
     """One pass over the training set; (mean loss, accuracy) weighted by batch size."""
-    model.train()
-    device = data.x_train.device
-    # pair each masked weight with a float copy of its mask once, not on every step
-    params = prunable_parameters(model)
-    masked = [(params[k], m.to(params[k].dtype)) for k, m in mask.items()] if mask is not None else []
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for idx in batch_indices(data.n_train, batch_size, generator, device):
-        xb = data.x_train.index_select(0, idx)
-        yb = data.y_train.index_select(0, idx)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if masked:
-            with torch.no_grad():
-                for w, m in masked:
-                    w.mul_(m)
-        with torch.no_grad():
-            loss_sum.add_(loss.detach(), alpha=idx.numel())
-            correct.add_((logits.argmax(1) == yb).sum())
-    return float(loss_sum) / data.n_train, int(correct) / data.n_train
+    batches = batch_indices(data.n_train, batch_size, generator, data.x_train.device)
+    loss_sum, correct, count = _run_steps(model, opt, data, batches, mask)
+    return loss_sum / count, correct / count
+
+
+def _some_batches(n: int, batch_size: int, steps: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """``steps`` shuffled mini-batches (fresh permutations as needed): the fine-tuning steps of a gate."""
+    done = 0
+    while done < steps:
+        for idx in batch_indices(n, batch_size, generator, device):
+            if done == steps:
+                return
+            yield idx
+            done += 1
 
 
 def make_adam(params, lr: float, device: torch.device | str) -> torch.optim.Optimizer:
@@ -186,6 +239,130 @@ def retrain(
     return out
 
 
+# ------------------------------------------------------------------ the pruning step
+@dataclass
+class StepRecord:
+    """What one epoch's pruning step did; :meth:`columns` are its history columns."""
+
+    sparsity_before: float = NAN
+    candidate_sparsity: float = NAN
+    gate_open: bool = False
+    pruned: bool = False
+    forced: bool = False
+    log_bf: float = NAN
+    before: Optional[PosteriorTerms] = None
+    after: Optional[PosteriorTerms] = None
+    seconds: float = 0.0
+
+    def columns(self) -> dict[str, Any]:
+        b = self.before or PosteriorTerms(NAN, NAN)
+        a = self.after or PosteriorTerms(NAN, NAN)
+        return {
+            "sparsity_before": self.sparsity_before, "candidate_sparsity": self.candidate_sparsity,
+            "pruned": self.pruned, "gate_open": self.gate_open, "forced": self.forced, "log_bf": self.log_bf,
+            "log_bf_posterior": a.log_posterior - b.log_posterior,
+            "log_bf_laplace": a.log_evidence - b.log_evidence,
+            "log_likelihood_before": b.log_likelihood, "log_likelihood_after": a.log_likelihood,
+            "log_prior_before": b.log_prior, "log_prior_after": a.log_prior,
+            "log_posterior_before": b.log_posterior, "log_posterior_after": a.log_posterior,
+            "laplace_log_prior_before": b.laplace_log_prior, "laplace_log_prior_after": a.laplace_log_prior,
+            "log_occam_before": b.log_occam, "log_occam_after": a.log_occam,
+            "log_evidence_before": b.log_evidence, "log_evidence_after": a.log_evidence,
+            "prior_sigma": b.prior_sigma, "bf_seconds": self.seconds,
+        }
+
+
+@dataclass
+class PruneState:
+    """Everything a pruning step reads and changes, apart from the model itself."""
+
+    cfg: RunConfig
+    schedule: PruningSchedule
+    evaluator: Any  # PosteriorRatio or evidence.LaplaceRatio: .terms(model, mask, before), .finetune_steps
+    optimizer: torch.optim.Optimizer
+    data: TensorDataset
+    g_prune: torch.Generator
+    g_finetune: torch.Generator
+    mask: Optional[Mask] = None  # the persistent mask (None: nothing pruned yet, or regrow=True)
+    previous_log_bf: Optional[float] = None
+
+
+def _targets_skip(cfg: RunConfig, model: nn.Module) -> tuple[str, ...]:
+    return () if cfg.prune_output else output_layer_names(model)
+
+
+def _snapshot(model: nn.Module, opt: torch.optim.Optimizer, with_optimizer: bool) -> dict[str, Any]:
+    """What a refused step must put back: every parameter (and Adam's state, if the step trains)."""
+    snap: dict[str, Any] = {"params": [p.detach().clone() for p in model.parameters()]}
+    if with_optimizer:
+        snap["opt"] = copy.deepcopy(opt.state_dict())
+    return snap
+
+
+def _restore(model: nn.Module, opt: torch.optim.Optimizer, snap: dict[str, Any]) -> None:
+    with torch.no_grad():
+        for p, saved in zip(model.parameters(), snap["params"]):
+            p.copy_(saved)
+    if "opt" in snap:
+        opt.load_state_dict(snap["opt"])
+
+
+def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
+    """One epoch's pruning step: propose (schedule), measure both sides, let the gate decide.
+
+    A refused step leaves every parameter, and Adam's state, bit-identical to before it.
+    """
+    cfg = state.cfg
+    rec = StepRecord(sparsity_before=sparsity(model, cfg.prune_biases))
+    proposal = state.schedule.proposal(epoch)
+    if proposal is None:
+        return rec
+    t0 = time.perf_counter()
+    forced = state.schedule.forced(epoch)
+    first = state.previous_log_bf is None
+    gate_open = forced or not cfg.is_bayesian or gate_allows_pruning(cfg.gate, first, state.previous_log_bf, cfg.beta)
+    before = state.evaluator.terms(model, state.mask)
+    after, log_bf, pruned = before, 0.0, False
+    if gate_open:
+        finetune = state.evaluator.finetune_steps
+        may_reject = cfg.is_bayesian and cfg.gate == "immediate" and not forced
+        snap = _snapshot(model, state.optimizer, with_optimizer=finetune > 0) if may_reject else None
+        candidate = compute_mask(model, cfg.prune_kind, proposal, cfg.scope, state.g_prune,
+                                 biases=cfg.prune_biases, skip=_targets_skip(cfg, model))
+        apply_mask(model, candidate)
+        if finetune > 0:  # Laplace needs weights near a mode of the pruned model (see evidence.py)
+            batches = _some_batches(state.data.n_train, cfg.batch_size, finetune, state.g_finetune,
+                                    state.data.x_train.device)
+            _run_steps(model, state.optimizer, state.data, batches, candidate)
+        after = state.evaluator.terms(model, candidate, before)
+        log_bf = log_bayes_factor(before, after, cfg.bayes_factor)
+        if math.isnan(log_bf):
+            raise FloatingPointError(f"the log Bayes factor of epoch {epoch} is NaN (before: {before}, after: {after})")
+        pruned = forced or not cfg.is_bayesian or gate_keeps_candidate(cfg.gate, log_bf, cfg.beta)
+        if pruned:
+            if not cfg.regrow:
+                state.mask = candidate if state.mask is None else state.mask & candidate
+        elif snap is not None:
+            _restore(model, state.optimizer, snap)
+    state.previous_log_bf = log_bf if pruned else 0.0
+    rec.candidate_sparsity, rec.gate_open, rec.pruned, rec.forced = proposal, gate_open, pruned, forced
+    rec.log_bf, rec.before, rec.after = log_bf, before, after
+    rec.seconds = time.perf_counter() - t0
+    return rec
+
+
+def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
+    """The gate's evaluator: the paper's posterior ratio, or the Laplace evidence (imported only then)."""
+    bf_idx = bf_subset(data.n_train, cfg.bf_samples, cfg.seed).to(data.x_train.device)
+    x_bf, y_bf = data.x_train[bf_idx], data.y_train[bf_idx]
+    if cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik":
+        from .evidence import LaplaceRatio
+
+        return LaplaceRatio(cfg, x_bf, y_bf, data.n_train)
+    return PosteriorRatio(x_bf, y_bf, data.n_train, cfg.prior_mu, cfg.prior_sigma, cfg.likelihood,
+                          biases=cfg.prune_biases)
+
+
 # ------------------------------------------------------------------ the run
 def train(
     cfg: RunConfig,
@@ -195,9 +372,10 @@ def train(
 ) -> RunResult:
     """Train ``cfg`` and return a :class:`RunResult`.
 
-    ``callbacks`` receive each history row (a dict) as soon as it exists.
-    ``progress`` shows a tqdm bar over epochs.  ``data`` overrides loading (tests).
-    Raises :class:`TrainingDiverged` (with the history so far) on a NaN/inf loss.
+    ``callbacks`` receive each history row (a dict) as soon as it exists; one may raise
+    :class:`StopTraining`.  ``progress`` shows a tqdm bar over epochs.  ``data`` overrides
+    loading (tests).  Raises :class:`TrainingDiverged` on a NaN/inf loss and
+    :class:`TrainingInterrupted` on Ctrl-C, each with the finished epochs in ``.result``.
     """
     from tqdm.auto import tqdm
 
@@ -208,99 +386,63 @@ def train(
     device = torch.device(cfg.resolved_device())
     data = load_dataset(cfg, device) if data is None else data.to(device)
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+    model = initial_model(cfg, data.input_shape, data.num_classes, device)
     opt = make_adam(model.parameters(), cfg.lr, device)
     g_data = torch.Generator().manual_seed(cfg.seed)
-    g_prune = torch.Generator().manual_seed(cfg.seed + 1)
-    bf_idx = bf_subset(data.n_train, cfg.bf_samples, cfg.seed).to(device)
-    x_bf, y_bf = data.x_train[bf_idx], data.y_train[bf_idx]
+    schedule = PruningSchedule.from_config(cfg)
+    state = None
+    if schedule is not None:
+        state = PruneState(cfg, schedule, make_evaluator(cfg, model, data), opt, data,
+                           g_prune=torch.Generator().manual_seed(cfg.seed + 1),
+                           g_finetune=torch.Generator().manual_seed(cfg.seed + 2))
 
-    def terms() -> PosteriorTerms:
-        return posterior_terms(
-            model, x_bf, y_bf, n_total=data.n_train, mu=cfg.prior_mu, sigma=cfg.prior_sigma,
-            reduction=cfg.likelihood,
-        )
-
-    kind = cfg.prune_kind
-    persistent: Optional[Mask] = None
-    previous_log_bf: Optional[float] = None
     rows: list[dict[str, Any]] = []
+    finished = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the model after the last epoch
+
+    def result(status: str) -> RunResult:
+        model.load_state_dict(finished)
+        history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        last = history.iloc[-1] if len(history) else None
+        return RunResult(
+            config=cfg, history=history, model=model,
+            test_accuracy=float(last["test_acc"]) if last is not None else NAN,
+            test_loss=float(last["test_loss"]) if last is not None else NAN,
+            final_sparsity=sparsity(model, cfg.prune_biases), seconds=time.perf_counter() - start,
+            device=str(device), layer_sparsity=layer_sparsity(model, cfg.prune_biases), status=status)
+
     bar = tqdm(range(1, cfg.epochs + 1), desc=_title(cfg), unit="epoch", disable=not progress, leave=False)
+    status = "ok"
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            train_loss, train_acc = _train_epoch(model, opt, data, cfg.batch_size, g_data, persistent)
+            train_loss, train_acc = _train_epoch(model, opt, data, cfg.batch_size, g_data,
+                                                 state.mask if state is not None else None)
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
-                    f"training loss became {train_loss} in epoch {epoch} of {_title(cfg)} "
-                    f"(lr={cfg.lr}); the history of the {len(rows)} finished epochs is in .history",
-                    pd.DataFrame(rows, columns=HISTORY_COLUMNS),
-                    cfg,
-                )
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
-            row.update(pruned=False, gate_open=False, forced=False, bf_seconds=0.0)
-            nan = float("nan")
-            row.update(log_bf=nan, log_likelihood_before=nan, log_likelihood_after=nan,
-                       log_prior_before=nan, log_prior_after=nan,
-                       log_posterior_before=nan, log_posterior_after=nan)
-            if kind is not None and epoch >= cfg.prune_start_epoch:
-                t_bf = time.perf_counter()
-                forced = epoch == cfg.epochs
-                first = previous_log_bf is None
-                gate_open = forced or not cfg.is_bayesian or gate_allows_pruning(
-                    cfg.gate, first, previous_log_bf, cfg.beta)
-                before = terms()
-                after, log_bf, pruned = before, 0.0, False
-                if gate_open:
-                    may_reject = cfg.is_bayesian and cfg.gate == "immediate" and not forced
-                    snapshot = ({k: w.detach().clone() for k, w in prunable_parameters(model).items()}
-                                if may_reject else {})
-                    candidate = compute_mask(model, kind, cfg.sparsity, cfg.scope, g_prune)
-                    apply_mask(model, candidate)
-                    after = terms()
-                    log_bf = log_bayes_factor(before, after)
-                    pruned = forced or not cfg.is_bayesian or gate_keeps_candidate(cfg.gate, log_bf, cfg.beta)
-                    if pruned:
-                        if not cfg.regrow:
-                            persistent = candidate if persistent is None else persistent & candidate
-                    else:  # immediate gate rejected the candidate: put the weights back
-                        with torch.no_grad():
-                            for k, w in prunable_parameters(model).items():
-                                w.copy_(snapshot[k])
-                previous_log_bf = log_bf if pruned else 0.0
-                row.update(
-                    pruned=pruned, gate_open=gate_open, forced=forced, log_bf=log_bf,
-                    log_likelihood_before=before.log_likelihood, log_likelihood_after=after.log_likelihood,
-                    log_prior_before=before.log_prior, log_prior_after=after.log_prior,
-                    log_posterior_before=before.log_posterior, log_posterior_after=after.log_posterior,
-                    bf_seconds=time.perf_counter() - t_bf,
-                )
+                    f"training loss became {train_loss} in epoch {epoch} of {_title(cfg)} (lr={cfg.lr}); the "
+                    f"{len(rows)} finished epochs are kept", result("diverged"))
+            try:
+                step = prune_step(model, state, epoch) if state is not None else StepRecord(
+                    sparsity_before=sparsity(model, cfg.prune_biases))
+            except FloatingPointError as exc:
+                raise TrainingDiverged(f"{exc}; in {_title(cfg)}", result("diverged")) from None
             test_sum, test_correct = summed_loss_and_correct(model, data.x_test, data.y_test)
-            row.update(
-                test_loss=test_sum / data.n_test,
-                test_acc=test_correct / data.n_test,
-                sparsity=sparsity(model),
-                seconds=time.perf_counter() - t0,
-            )
-            row = {c: row[c] for c in HISTORY_COLUMNS}
-            rows.append(row)
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "test_loss": test_sum / data.n_test, "test_acc": test_correct / data.n_test,
+                   "sparsity": sparsity(model, cfg.prune_biases), **step.columns(),
+                   "seconds": time.perf_counter() - t0}
+            rows.append({c: row[c] for c in HISTORY_COLUMNS})
+            finished = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(test_acc=f"{row['test_acc']:.4f}", sparsity=f"{row['sparsity']:.3f}")
-            for cb in callbacks:
-                cb(dict(row))
+            try:
+                for cb in callbacks:
+                    cb(dict(rows[-1]))
+            except StopTraining:
+                status = "stopped"
+                break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted after {len(rows)} finished epochs of {_title(cfg)}",
+                                  result("interrupted")) from None
     finally:
         bar.close()
-
-    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    last = history.iloc[-1]
-    return RunResult(
-        config=cfg,
-        history=history,
-        model=model,
-        test_accuracy=float(last["test_acc"]),
-        test_loss=float(last["test_loss"]),
-        final_sparsity=sparsity(model),
-        seconds=time.perf_counter() - start,
-        device=str(device),
-        layer_sparsity=layer_sparsity(model),
-    )
+    return result(status)

@@ -14,10 +14,10 @@ import time
 import traceback
 from typing import Any, Optional, Sequence
 
-from .config import BOUNDS, CHOICES, RunConfig
+from .config import BOUNDS, CHOICES, RunConfig, config_fields, field_type, fields_where
 
-DEFAULT_FIELDS = ("dataset", "model", "method", "sparsity", "beta", "prior_sigma", "epochs", "regrow", "gate",
-                  "likelihood", "seed", "device")
+#: The dashboard's controls: the fields whose metadata says ``widget=True``.
+DEFAULT_FIELDS = tuple(fields_where(widget=True))
 
 
 def available_devices() -> list[str]:
@@ -34,34 +34,31 @@ def available_devices() -> list[str]:
     return out
 
 
-def _upper(name: str, fallback: float) -> float:
-    hi = BOUNDS[name][1]
-    return fallback if hi is None else hi
-
-
 def control_for(name: str, value: Any):
-    """One widget for one RunConfig field, bounded by the config's validation."""
+    """One widget for one RunConfig field, derived from its type, choices, bounds and ``ui`` range."""
     import ipywidgets as w
 
+    meta = next(f.metadata for f in config_fields() if f.name == name)
     style = {"description_width": "110px"}
     layout = w.Layout(width="340px")
-    desc = name.replace("_", " ")
+    common = dict(description=name.replace("_", " "), style=style, layout=layout)
+    kind = field_type(name)
     if name == "device":
-        return w.Dropdown(options=available_devices(), value=value, description=desc, style=style, layout=layout)
+        return w.Dropdown(options=available_devices(), value=value, **common)
     if name in CHOICES:
-        return w.Dropdown(options=list(CHOICES[name]), value=value, description=desc, style=style, layout=layout)
-    if name == "sparsity":  # [0, 1): the slider stops one step short of 1
-        return w.FloatSlider(value=value, min=BOUNDS[name][0], max=_upper(name, 1.0) - 0.01, step=0.01,
-                             description=desc, readout_format=".2f", style=style, layout=layout)
-    if name in ("beta", "prior_sigma", "lr"):  # (0, inf): log sliders, strictly positive
-        return w.FloatLogSlider(value=value, base=10, min=-4, max=3 if name == "beta" else 1, step=0.001,
-                                description=desc, readout_format=".3g", style=style, layout=layout)
-    if name in ("epochs", "seed", "batch_size", "prune_start_epoch"):
-        lo = int(BOUNDS[name][0])
-        hi = {"epochs": 100, "seed": 99, "batch_size": 1024, "prune_start_epoch": 100}[name]
-        return w.IntSlider(value=value, min=lo, max=hi, description=desc, style=style, layout=layout)
-    if isinstance(value, bool):
-        return w.Checkbox(value=value, description=desc, style=style, layout=layout, indent=False)
+        return w.Dropdown(options=list(CHOICES[name]), value=value, **common)
+    if kind is bool:
+        return w.Checkbox(value=value, indent=False, **common)
+    lo, hi, _, hi_inc = BOUNDS[name]
+    ui_lo, ui_hi = meta.get("ui", (lo, hi))
+    if kind is float and lo is not None and hi is not None:  # a bounded fraction, e.g. sparsity in [0, 1)
+        top = hi if hi_inc else hi - 0.01  # the slider stops one step short of an open bound
+        return w.FloatSlider(value=value, min=lo, max=top, step=0.01, readout_format=".2f", **common)
+    if kind is float:  # (0, inf) or [0, inf): a log slider over the ui range, strictly positive
+        return w.FloatLogSlider(value=max(value, ui_lo), base=10, min=math.log10(ui_lo), max=math.log10(ui_hi),
+                                step=0.001, readout_format=".3g", **common)
+    if kind is int:
+        return w.IntSlider(value=value, min=int(ui_lo), max=int(ui_hi), **common)
     raise ValueError(f"no widget for RunConfig field {name!r}")
 
 
@@ -74,8 +71,8 @@ class ConfigControls:
 
     def config(self) -> RunConfig:
         values = {name: c.value for name, c in self.controls.items()}
-        for name in ("epochs", "seed", "batch_size", "prune_start_epoch"):
-            if name in values:
+        for name in values:
+            if field_type(name) is int and values[name] is not None:
                 values[name] = int(values[name])
         if "prune_start_epoch" not in values and values.get("epochs", 1) < self.base.prune_start_epoch:
             values["prune_start_epoch"] = 1

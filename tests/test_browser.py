@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.browser
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("BAYESPRUNE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "bayesprune-test-token"

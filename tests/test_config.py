@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -12,20 +13,26 @@ BAD_VALUES = [
     ("method", "bayes", "one of none"),
     ("sparsity", 1.0, "< 1"),
     ("sparsity", -0.1, ">= 0"),
-    ("sparsity", "0.5", "a number"),
-    ("beta", 0.0, "> 0"),
-    ("beta", float("nan"), "a number"),
-    ("prior_sigma", 0.0, "> 0"),
-    ("prior_sigma", -1.0, "> 0"),
+    ("sparsity", "0.5", "a finite number"),
+    ("sparsity", 90, "< 1"),
+    ("beta", -1.0, ">= 0"),
+    ("beta", float("nan"), "a finite number"),
+    ("beta", float("inf"), "a finite number"),
+    ("prior_sigma", 0.0, ">= 1e-08"),
+    ("prior_sigma", 1e-200, ">= 1e-08"),
+    ("prior_sigma", -1.0, ">= 1e-08"),
     ("prior_mu", float("inf"), "finite"),
+    ("prior_mu", 1e300, "<= 1e+06"),
     ("epochs", 0, ">= 1"),
     ("epochs", 2.5, "an integer"),
     ("batch_size", 0, ">= 1"),
     ("lr", 0.0, "> 0"),
-    ("lr", True, "a number"),
+    ("lr", True, "a finite number"),
     ("bf_samples", 0, ">= 1"),
     ("train_size", 0, ">= 1"),
     ("seed", -1, ">= 0"),
+    ("seed", 2**64, "<= 4.29497e+09"),
+    ("epochs", 10**9, "<= 100000"),
     ("prune_start_epoch", 0, ">= 1"),
     ("gate", "always", "paper, immediate"),
     ("scope", "net", "layer, global"),
@@ -37,6 +44,15 @@ BAD_VALUES = [
     ("fcn_hidden", (10, 0), "positive integers"),
     ("cnn_hidden", 0, ">= 1"),
     ("data_dir", "", "folder path"),
+    ("schedule", "cubic", "one-shot, gradual"),
+    ("final_prune", "never", "target, gate, none"),
+    ("bayes_factor", "bic", "posterior, laplace"),
+    ("prior_fit", "grid", "fixed, marglik"),
+    ("hessian_structure", "lowrank", "kron, diag, full"),
+    ("laplace_finetune_steps", -1, ">= 0"),
+    ("prune_output", "no", "True or False"),
+    ("prune_biases", 0, "True or False"),
+    ("prune_end_epoch", 0, ">= 1"),
 ]
 
 
@@ -56,15 +72,31 @@ def test_prune_start_after_last_epoch_is_rejected():
     RunConfig(epochs=3, prune_start_epoch=4, method="none")  # nothing to prune: fine
 
 
+def test_combinations_that_cannot_work_are_rejected_up_front():
+    with pytest.raises(ValueError, match=r"RunConfig.scope='global'.*magnitude"):
+        RunConfig(method="random", scope="global")
+    with pytest.raises(ValueError, match=r"RunConfig.scope='global'.*magnitude"):
+        RunConfig(method="bayes-neuron", scope="global")
+    RunConfig(method="bayes-magnitude", scope="global")  # fine
+    with pytest.raises(ValueError, match=r"RunConfig.prune_end_epoch=9.*between prune_start_epoch=2 and epochs=5"):
+        RunConfig(epochs=5, prune_start_epoch=2, prune_end_epoch=9)
+    with pytest.raises(ValueError, match=r"RunConfig.prune_end_epoch=1"):
+        RunConfig(epochs=5, prune_start_epoch=2, prune_end_epoch=1)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_gpu_is_an_error_not_a_fallback():
+def test_cuda_without_gpu_is_checked_when_a_run_starts_not_when_a_config_is_built():
+    cfg = RunConfig(device="cuda")  # a config saved on a GPU machine loads anywhere
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match=r"RunConfig.device='cuda'.*none found"):
-        RunConfig(device="cuda")
+        cfg.resolved_device()
+    with pytest.raises(ValueError, match=r"RunConfig.device='cuda'"):
+        bp.train(cfg.replace(dataset="synthetic", epochs=1), progress=False)
 
 
 def test_frozen():
     cfg = RunConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3  # type: ignore[misc]
 
 
@@ -86,6 +118,53 @@ def test_key_ignores_data_location_but_not_results_fields():
     assert a.key() != RunConfig(data_dir="/a", seed=1).key()
 
 
+#: Pinned run keys: a change here re-runs every stored sweep, so it must be deliberate (bump KEY_VERSION).
+PINNED_KEYS = {
+    "default": (RunConfig(), "7a302ab72108aa51"),
+    "mnist": (RunConfig(dataset="mnist", method="magnitude", sparsity=0.5, epochs=25, seed=3), "658c7ccc6f97a472"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_KEYS))
+def test_run_keys_are_pinned(name):
+    cfg, key = PINNED_KEYS[name]
+    assert cfg.key() == key
+
+
+def test_a_field_added_with_its_default_leaves_every_key_unchanged():
+    """Rebuild RunConfig with one extra field (at its default): the pinned keys must not move."""
+    import bayesprune.config as config_mod
+
+    extra = dataclasses.make_dataclass(
+        "RunConfigPlus", [("brand_new_knob", float, dataclasses.field(
+            default=0.5, metadata=config_mod._meta("a field added in a later version")))],
+        bases=(RunConfig,), frozen=True)
+    for cfg, key in PINNED_KEYS.values():
+        plus = extra(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)})
+        assert plus.key() == key
+        assert plus.replace(brand_new_knob=0.7).key() != key  # a non-default value does change it
+
+
+def test_keys_hash_only_non_default_result_fields():
+    assert RunConfig().identity() == {}
+    assert RunConfig(epochs=3, data_dir="/x").identity() == {"epochs": 3}
+    assert RunConfig(fcn_hidden=(8, 4)).identity() == {"fcn_hidden": [8, 4]}
+
+
+def test_path_and_list_inputs_are_normalised():
+    from pathlib import Path
+
+    cfg = RunConfig(data_dir=Path("/tmp/data"), fcn_hidden=[8, 4])
+    assert cfg.data_dir == "/tmp/data" and cfg.fcn_hidden == (8, 4)
+    json.dumps(cfg.to_dict())  # saveable
+
+
+def test_empty_data_environment_variable_means_unset(monkeypatch):
+    monkeypatch.setenv("BAYESPRUNE_DATA", "")
+    assert RunConfig().data_dir == "./data"
+    assert bp.load_dataset(RunConfig(dataset="digits")).n_train > 0
+
+
 def test_replace_validates():
     with pytest.raises(ValueError, match="sparsity"):
         RunConfig().replace(sparsity=2.0)
@@ -104,6 +183,20 @@ def test_prune_kind_and_bayesian():
     assert RunConfig(method="magnitude").prune_kind == "magnitude"
     assert not RunConfig(method="magnitude").is_bayesian
     assert RunConfig(method="none").prune_kind is None
+
+
+def test_methods_are_derived_from_the_strategies():
+    assert set(bp.METHODS) == {"none"} | set(bp.STRATEGIES) | {f"bayes-{s}" for s in bp.STRATEGIES}
+    assert set(bp.PAPER_METHODS) <= set(bp.METHODS)
+
+
+def test_derived_tables_cover_every_field():
+    from bayesprune.config import config_fields
+
+    for f in config_fields():
+        assert f.metadata["help"] and f.metadata["role"] in ("axis", "setting", "io")
+        assert f.metadata["applies"] in ("all", "pruned", "bayes")
+    assert set(bp.CHOICES) == {f.name for f in config_fields() if "choices" in f.metadata}
 
 
 def test_public_api_names():

@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.notebook
+
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
 
@@ -37,7 +39,7 @@ def _check_02(r, p):
 def _check_03(r, p):
     labels = [x["index"] for x in r["summary"]]
     assert len(labels) == len(p["compare_methods"])
-    for label, hist in r["histories"].items():
+    for hist in r["histories"].values():
         assert len(hist) == p["epochs"]
     bayes = next(x for x in r["summary"] if x["index"].startswith("bayes-magnitude"))
     assert abs(bayes["final sparsity"] - p["sparsity"]) <= 0.005

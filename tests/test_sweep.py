@@ -6,16 +6,13 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import bayesprune as bp
-import importlib
-
-sweep_mod = importlib.import_module("bayesprune.sweep")
+from bayesprune import results
 
 BASE = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(16, 8), bf_samples=64)
 
@@ -58,22 +55,32 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert retry.attrs["stats"]["failed"] == 1 and retry.attrs["stats"]["skipped"] == 1
 
 
-def test_atomic_write_never_exposes_half_a_file(tmp_path, monkeypatch):
-    target = tmp_path / "runs" / "abc.json"
-    sweep_mod.atomic_write_json(target, {"key": "abc", "status": "ok"})
+def _record(cfg, status="ok"):
+    return {"version": results.RUN_FILE_VERSION, "key": cfg.key(), "config": cfg.to_dict(), "status": status,
+            "error": "", "history": [], "test_accuracy": 0.5, "final_sparsity": 0.0, "seconds": 0.0}
 
-    def boom(*a, **k):
+
+def test_atomic_write_never_exposes_half_a_file(tmp_path, monkeypatch):
+    from bayesprune import fileio
+
+    cfg = BASE
+    target = results.run_path(tmp_path, cfg.key())
+    target.parent.mkdir(parents=True)
+    fileio.atomic_write_json(target, _record(cfg))
+
+    def boom(fd):
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(json, "dump", lambda obj, fh: (fh.write('{"key": "abc", "sta'), boom()))
+    monkeypatch.setattr(fileio.os, "fsync", boom)  # the new bytes are in the temp file, not yet renamed
     with pytest.raises(RuntimeError):
-        sweep_mod.atomic_write_json(target, {"key": "abc", "status": "failed"})
+        fileio.atomic_write_json(target, _record(cfg, status="failed"))
+    monkeypatch.undo()
     assert json.loads(target.read_text())["status"] == "ok"  # old content intact
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["abc.json"]  # temp file cleaned up
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # temp file cleaned up
     # a leftover temp file or a damaged file is never read as a result
-    (tmp_path / "runs" / ".zzz.json.123.tmp").write_text('{"key": "zzz"')
-    (tmp_path / "runs" / "half.json").write_text('{"key": "half", "stat')
-    assert set(sweep_mod.load_runs(tmp_path)) == {"abc"}
+    (target.parent / ".zzz.json.123.tmp").write_text('{"key": "zzz"')
+    (target.parent / "half.json").write_text('{"key": "half", "stat')
+    assert set(results.load_runs(tmp_path)) == {cfg.key()}
 
 
 def test_process_pool_executor_path(tmp_path):
@@ -88,7 +95,7 @@ def test_process_pool_executor_path(tmp_path):
 
 def _sweep_cmd(out):
     return [sys.executable, "-m", "bayesprune", "sweep", "--dataset", "synthetic", "--epochs", "2",
-            "--fcn-hidden", "64", "32", "--methods", "random", "magnitude", "--sparsities", "25", "50", "75",
+            "--fcn-hidden", "64", "32", "--methods", "random", "magnitude", "--sparsities", "0.25", "50%", "0.75",
             "--seeds", "0", "1", "--out", str(out), "--no-report"]
 
 

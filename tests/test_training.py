@@ -72,7 +72,7 @@ def _scripted_terms(monkeypatch, log_bfs):
     def fake_terms(*a, **k):
         return next(it, PosteriorTerms(0.0, 0.0))
 
-    monkeypatch.setattr(training, "posterior_terms", fake_terms)
+    monkeypatch.setattr(bp.PosteriorRatio, "terms", fake_terms)
 
 
 def test_paper_gate_in_the_loop_on_a_scripted_sequence(monkeypatch, small_cfg):

@@ -16,7 +16,9 @@ def test_controls_come_from_the_config_rules():
     assert "cuda" not in c["device"].options or __import__("torch").cuda.is_available()
     c["sparsity"].value = 5.0  # sliders clamp: the student cannot leave the allowed range
     assert c["sparsity"].value < 1.0
-    with pytest.raises(Exception):
+    import traitlets
+
+    with pytest.raises(traitlets.TraitError):
         c["method"].value = "bogus"
     form.set(method="random", sparsity=0.5)
     cfg = form.config()

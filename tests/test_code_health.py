@@ -1,0 +1,92 @@
+"""House rules that hold without anyone remembering them: one-way imports, derived lists."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import bayesprune as bp
+
+PKG = Path(bp.__file__).parent
+#: Higher layers may import lower ones, never the other way (cli -> sweeps/report -> training -> the rest).
+LAYERS = {"__main__": 5, "cli": 4, "sweeps": 3, "report": 3, "widgets": 3, "tickets": 3, "training": 2}
+
+
+def _imports(path: Path) -> set[str]:
+    """bayesprune modules imported anywhere in the file (inside functions too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                out.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x, y
+                out.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("bayesprune."):
+                out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("bayesprune."))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {p.stem for p in PKG.glob("*.py")} - {"__init__"}
+    return {m: _imports(PKG / f"{m}.py") & modules for m in modules}
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        if state.get(m) == 1:
+            pytest.fail("import cycle: " + " -> ".join(path + [m]))
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for n in sorted(graph[m]):
+            visit(n, path + [m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        visit(m, [])
+
+
+def test_imports_run_one_way():
+    for m, deps in _graph().items():
+        for d in deps:
+            assert LAYERS.get(d, 0) < LAYERS.get(m, 0) or (LAYERS.get(d, 0) == 0 and LAYERS.get(m, 0) == 0), (
+                f"{m} imports {d}, a module of an equal or higher layer")
+
+
+def test_lower_modules_form_no_cycle_with_the_checker_itself():
+    # the checker sees imports inside functions: a module importing itself lazily would show up
+    assert "training" in _imports(PKG / "sweeps.py")
+    assert "sweeps" not in _imports(PKG / "training.py")
+
+
+def test_function_and_submodule_do_not_share_a_name():
+    import importlib
+
+    assert callable(bp.sweep) and importlib.import_module("bayesprune.sweeps").sweep is bp.sweep
+    assert not hasattr(bp, "sweeps") or bp.sweeps.__name__ == "bayesprune.sweeps"
+
+
+def test_public_names_are_declared():
+    assert sorted(bp.__all__) == sorted(set(bp.__all__))
+    for name in bp.__all__:
+        assert hasattr(bp, name), name
+
+
+def test_setting_columns_and_cli_flags_and_widgets_are_derived_from_the_config():
+    from bayesprune.cli import build_parser
+    from bayesprune.config import config_fields, fields_where
+    from bayesprune.report import SETTING_COLUMNS
+
+    names = [f.name for f in config_fields()]
+    assert set(SETTING_COLUMNS) == set(names) - set(fields_where(role="axis")) - set(fields_where(role="io"))
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest for a in train._actions}
+    assert set(names) <= flags
+    from bayesprune.widgets import DEFAULT_FIELDS
+
+    assert set(DEFAULT_FIELDS) == set(fields_where(widget=True)) and "sparsity" in DEFAULT_FIELDS
