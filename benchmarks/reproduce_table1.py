@@ -45,6 +45,7 @@ def main() -> int:
     ap.add_argument("--schedule", default="one-shot", choices=bp.CHOICES["schedule"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other RunConfig fields")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     extra = dict(item.split("=", 1) for item in args.set)
@@ -63,7 +64,7 @@ def main() -> int:
 
     executor = make_executor(args.workers)
     try:
-        df = bp.sweep(configs, args.out, executor=executor, threads_per_run=default_threads(args.workers))
+        df = bp.sweep(configs, args.out, executor=executor, threads_per_run=args.threads or default_threads(args.workers))
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
