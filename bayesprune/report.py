@@ -98,6 +98,19 @@ def summarize(results: pd.DataFrame, paper: bool = True) -> pd.DataFrame:
     return table
 
 
+def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
+    """A plain Markdown table (floats to ``digits`` places, NaN as '–'), without extra dependencies."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def format_table1(table: pd.DataFrame) -> str:
     """Markdown: 'mean ± std (paper x)' per cell; n shown where seeds were fewer than elsewhere."""
     header = ["dataset", "model", "sparsity"] + [COLUMN_NAMES[m] for m in TABLE_METHODS]
