@@ -15,7 +15,6 @@ Writes summary.json, heatmap.png, frontier.png and gate_study.md (tables) next t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
