@@ -1,7 +1,10 @@
 """Figures in the layout of the paper's Figures 4, 7 and 10.
 
 Left panel: train/test loss (solid/dashed) with test accuracy on a twin axis.
-Right panel: the Bayes factor on a log scale and the measured sparsity.
+Right panel: the Bayes factor on a log scale (x: accepted steps, o: refused ones) and the
+sparsity: after each epoch's step (dashed), just before it (dotted: regrowth shows as a dip)
+and what the schedule proposed (small triangles), so a refused step is visible as a
+proposal above the curve.
 Bayes factors of whole data sets are astronomically large or small numbers
 (e^±1000 is common), so we plot log10 BF on a linear axis, which is the same
 picture as BF on a log axis without overflow.
@@ -47,12 +50,21 @@ def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = N
             ax_bf.plot(h["epoch"], log10_bf, color=c, marker="o", ms=3, label=f"{label} log10 BF")
             pruned = h[h["pruned"].astype(bool)]
             ax_bf.scatter(pruned["epoch"], pruned["log_bf"] / math.log(10), color=c, marker="x", s=30)
+            refused = h[h["gate_open"].astype(bool) & ~h["pruned"].astype(bool)]
+            ax_bf.scatter(refused["epoch"], refused["log_bf"] / math.log(10), facecolors="none", edgecolors=c,
+                          marker="o", s=40)
         ax_sp.plot(h["epoch"], h["sparsity"], color=c, ls="--", label=f"{label} sparsity")
-    if beta is not None:
+        if "sparsity_before" in h and (h["sparsity_before"] - h["sparsity"]).abs().max() > 1e-9:
+            ax_sp.plot(h["epoch"], h["sparsity_before"], color=c, ls=":", label=f"{label} sparsity before step")
+        if "candidate_sparsity" in h and h["candidate_sparsity"].notna().any():
+            ax_sp.scatter(h["epoch"], h["candidate_sparsity"], color=c, marker="^", s=14, alpha=0.6,
+                          label=f"{label} proposed")
+    if beta is not None and beta > 0:
         ax_bf.axhline(math.log10(beta), color="grey", lw=0.8, ls=":", label="threshold log10 beta")
+    ax_bf.set_yscale("symlog", linthresh=1.0)  # log BFs span from about 0 to thousands of nats
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss and test accuracy")
     ax_acc.set_ylabel("test accuracy")
-    ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x = pruned)", title="Bayes factor and sparsity")
+    ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x accepted, o refused)", title="Bayes factor and sparsity")
     ax_sp.set_ylabel("sparsity (measured)")
     ax_sp.set_ylim(-0.02, 1.02)
     for a, b, loc in ((ax_loss, ax_acc, "center right"), (ax_bf, ax_sp, "center right")):
