@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import Executor, Future, as_completed
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
@@ -79,10 +80,14 @@ def _failure_record(cfg: RunConfig, error: str, **extra: Any) -> dict[str, Any]:
             "error": error, "history": [], **extra}
 
 
-def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None) -> dict[str, Any]:
+def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
+            attempt: Optional[str] = None) -> dict[str, Any]:
     """Train one config and store its record; failures are stored, not raised.
 
     A module-level function taking plain data, so any executor can pickle it.
+    ``attempt`` is unused: ``sweep`` passes a fresh id, so that an executor that caches
+    calls by their arguments (Dask's default ``pure=True``) never answers a new
+    attempt with an old failure (a ``KilledWorker``) instead of running it.
     """
     import torch
 
@@ -285,7 +290,7 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
         else:
             by_future = {}
             for c in todo:
-                fut = executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run)
+                fut = executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run, uuid.uuid4().hex)
                 by_future[fut] = c
                 submitted.append(fut)
             results = ((f, by_future[f]) for f in as_completed(by_future))
