@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import re
 import signal
 import stat
@@ -586,6 +587,32 @@ def test_a_dead_worker_fails_only_its_task_and_terminate_ends_everything():
     assert sum(f.cancelled() for f in queued) >= 2  # one may have started on the idle worker
     with pytest.raises(RuntimeError):
         pool.submit(_sleep, 0)
+
+
+@pytest.mark.slow
+def test_a_worker_exits_when_its_lifeline_closes_without_any_signal():
+    """The portable fallback of PR_SET_PDEATHSIG: the parent's end of a pipe closes, the worker exits (code 1)."""
+    import multiprocessing
+
+    from bayesprune.pool import _worker_main
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    lifeline_r, lifeline_w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_worker_main, args=(child_conn, lifeline_r, os.getpid()), daemon=True)
+    p.start()
+    child_conn.close()
+    lifeline_r.close()
+    try:
+        assert conn.recv()[0] == "ready"
+        conn.send_bytes(pickle.dumps((_sleep, (0.01,), {})))
+        assert conn.recv() == ("ok", p.pid)  # it works ...
+        lifeline_w.close()  # ... until the parent's end goes (as it does when the parent dies)
+        p.join(120)
+        assert p.exitcode == 1  # its own exit, not the kernel's SIGKILL (this thread is alive)
+    finally:
+        if p.is_alive():
+            p.kill()
 
 
 # ------------------------------------------------------------------ a 2-worker sweep under signals
