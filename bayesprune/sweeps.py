@@ -145,8 +145,7 @@ class SequentialExecutor(Executor):
 
 
 # ------------------------------------------------------------------ one sweep per folder
-_held: dict[str, tuple[int, int]] = {}  # realpath -> (thread id, depth): re-entry by the same thread
-_held_lock = threading.Lock()
+_held: dict[str, int] = {}  # real path of a folder this process holds -> the holding thread
 
 
 def _lock_holder(fd: int) -> str:
@@ -175,21 +174,8 @@ def sweep_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
     if not runs_dir(out).is_dir():
         raise OutputError(f"{runs_dir(out)} is not a folder; the sweep keeps its run files there.")
     real = os.path.realpath(out)
-    me = threading.get_ident()
-    with _held_lock:
-        owner = _held.get(real)
-        if owner is not None and owner[0] == me:
-            _held[real] = (me, owner[1] + 1)
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
-            yield out
-        finally:
-            with _held_lock:
-                tid, depth = _held[real]
-                _held[real] = (tid, depth - 1)
+    if _held.get(real) == threading.get_ident():  # this thread holds it already
+        yield out
         return
     try:
         import fcntl
@@ -210,15 +196,11 @@ def sweep_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
                     f"finish or stop it, then run this one again: it skips the runs that one finished") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        with _held_lock:
-            if real in _held:  # another thread of this process holds it (flock is per open file)
-                raise SweepBusyError(f"another sweep in this process is running on {out}")
-            _held[real] = (me, 1)
+        _held[real] = threading.get_ident()  # (another thread's flock on its own open file would have failed)
         try:
             yield out
         finally:
-            with _held_lock:
-                _held.pop(real, None)
+            _held.pop(real, None)
     finally:
         os.close(fd)  # releases the flock
 
