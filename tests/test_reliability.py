@@ -135,6 +135,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 # ------------------------------------------------------------------ runs: refuse, overwrite, .prev
+@pytest.mark.slow
 def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, capsys):
     out = tmp_path / "run"
     old = _existing_run(capsys, out)
@@ -253,6 +254,7 @@ def _maybe_tiny_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
     """Where we may mount (root), a 256 KiB tmpfs gives a real ENOSPC; elsewhere this test skips."""
     disk = tmp_path / "disk"
@@ -273,7 +275,7 @@ def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
         code, _, err = _main(capsys, *TRAIN, "--seed", "9", "--out", str(out), "--overwrite")
         assert code in (1, 2) and "No space left on device" in err and "Traceback" not in err
         assert _snapshot(out) == old and not (disk / "run.prev").exists()
-        assert [n for n in _hidden(disk)] == []
+        assert _hidden(disk) == []
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
@@ -345,6 +347,7 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ where runs may be written
+@pytest.mark.slow
 def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, capsys):
     out = tmp_path / "run"
     _existing_run(capsys, out)
