@@ -2,20 +2,32 @@
 
 Every RunConfig field is a ``--flag`` (underscores become dashes); booleans get
 ``--flag/--no-flag``; optional integers accept ``none``.  Bad values exit with
-status 2 and the validation message, no traceback; every input and the output
-location are checked before the first epoch.  The last stdout line is a
-one-line JSON summary, so scripts can ``tail -1``.
+status 2 and the validation message, no traceback; every input (config, data
+files, the output location) is checked before the first epoch.  The last stdout
+line is a one-line JSON summary, so scripts can ``tail -1``.
 
-Exit status: 0 done; 1 a run failed (diverged, or a sweep with failed runs);
-2 bad input; 130 interrupted (Ctrl-C; a train run's finished epochs are saved).
+Exit status:
+
+* 0: done.
+* 1: a run did not succeed: it diverged, could not be saved (disk full, ...), or a
+  sweep holds failed runs (its JSON line counts them).
+* 2: bad input, named in the message: a flag, a data file, ``--out`` (a file, not
+  writable, an existing run without ``--overwrite``), or a sweep folder that
+  another sweep is using.
+* 130 (Ctrl-C, SIGINT) / 143 (SIGTERM): stopped.  ``train --out`` saves the finished
+  epochs first, marked ``interrupted``; a sweep cancels its queued runs and ends its
+  workers within seconds (the finished runs are kept; run it again to go on).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from typing import Any, Optional, Sequence
 
 from .config import METHODS, PAPER_METHODS, RunConfig, config_fields, field_type, is_optional
@@ -141,10 +153,9 @@ def run_train(ns: argparse.Namespace) -> int:
             result, code = exc.result, 1
         except TrainingInterrupted as exc:
             print(f"interrupted: {exc}", file=sys.stderr)
-            result, code = exc.result, 130
+            result, code = exc.result, _STOP.exit_code
         if folder is not None:
-            where = folder.commit(result)
-            print(f"saved {result.status} run ({len(result.history)} epochs) to {where}", file=sys.stderr)
+            code = _save(folder, result, code)
             folder = None
     finally:
         if folder is not None:  # an error before a result existed: nothing half-written is left
@@ -153,32 +164,97 @@ def run_train(ns: argparse.Namespace) -> int:
     return code
 
 
+def _save(folder, result, code: int) -> int:
+    """Commit the run folder; a run with no finished epoch is not saved (``--out`` stays as it was)."""
+    from .runio import RunConflict
+
+    if len(result.history) == 0:
+        folder.discard()
+        print(f"nothing saved: no epoch finished; {folder.out} is unchanged", file=sys.stderr)
+        return code
+    try:
+        where = folder.commit(result)
+    except RunConflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return code or 1
+    except OSError as exc:
+        print(f"error: could not save the run to {folder.out}: {exc.strerror or exc}"
+              f"{f' ({exc.filename})' if exc.filename else ''}. Nothing was changed there; free some space or "
+              "choose another --out and run it again.", file=sys.stderr)
+        return code or 1
+    kept = f"; the previous run is kept as {folder.prev}" if folder.overwrite and folder.prev.is_dir() else ""
+    print(f"saved {result.status} run ({len(result.history)} epochs) to {where}{kept}", file=sys.stderr)
+    return code
+
+
 # ------------------------------------------------------------------ sweep
 def run_sweep(ns: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .sweeps import default_threads, grid, make_executor, sweep
+    from .sweeps import default_threads, grid, make_executor, stop_executor, sweep, sweep_lock
 
     base = config_from_args(ns, skip=("method", "sparsity", "seed"))
     if ns.workers < 1:
         raise ValueError(f"--workers={ns.workers} is invalid: allowed an integer >= 1")
     configs = grid(base, ns.methods, ns.sparsities, ns.seeds)  # each config validated here
     base.resolved_device()
-    load_dataset(base)  # fail fast, with the clear message, before any worker starts
-    executor = make_executor(ns.workers)
-    threads = default_threads(ns.workers) if executor is not None else None
-    try:
-        df = sweep(configs, ns.out, executor=executor, progress=True, retry_failed=ns.retry_failed,
-                   threads_per_run=threads)
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
-    stats = df.attrs["stats"]
-    if not ns.no_report and len(df) and (df["status"] == "ok").any():
-        from .report import write_report
+    with sweep_lock(ns.out):  # the folder is writable and ours before anything starts
+        load_dataset(base)  # fail fast, with the clear message, before any worker starts
+        executor = make_executor(ns.workers)
+        threads = default_threads(ns.workers) if executor is not None else None
+        try:
+            df = sweep(configs, ns.out, executor=executor, progress=True, retry_failed=ns.retry_failed,
+                       threads_per_run=threads)
+        except BaseException:
+            stop_executor(executor, now=True)  # queued runs cancelled, workers ended within seconds
+            raise
+        stop_executor(executor, now=False)
+        stats = df.attrs["stats"]
+        if not ns.no_report and len(df) and (df["status"] == "ok").any():
+            from .report import write_report
 
-        write_report(ns.out)
+            try:
+                write_report(ns.out)
+            except ValueError as exc:  # e.g. runs of different settings in one folder
+                print(f"note: no Table 1 report: {exc}", file=sys.stderr)
     print(json.dumps(stats))
     return 1 if stats["failed_total"] else 0
+
+
+# ------------------------------------------------------------------ signals
+class _StopSignals:
+    """SIGINT and SIGTERM stop the command: the first one raises KeyboardInterrupt, later ones are ignored
+    while the command cleans up (saves finished epochs, ends workers); the exit status is 128 + its number."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self):
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._old:
+            signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            for s, old in self._old.items():
+                signal.signal(s, old)
+
+
+_STOP = _StopSignals()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -192,11 +268,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
-    try:
-        return run_train(ns) if ns.command == "train" else run_sweep(ns)
-    except (ValueError, DatasetNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with _STOP.installed():
+        try:
+            return run_train(ns) if ns.command == "train" else run_sweep(ns)
+        except (ValueError, DatasetNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            name = signal.Signals(_STOP.received or signal.SIGINT).name
+            print(f"interrupted ({name})", file=sys.stderr)
+            return _STOP.exit_code

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -28,6 +29,10 @@ from .config import RunConfig
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data files are not where the config says; the message says how to fix it."""
+
+
+class DataFileError(ValueError):
+    """A data file is damaged, truncated, too large or inconsistent with its partner; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -163,24 +168,67 @@ _IDX_FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+#: Largest idx payload read_idx accepts (MNIST's training images are 47 MB).
+MAX_IDX_BYTES = 1 << 30
+_MAX_IDX_DIMS = 4
+_CHUNK = 1 << 20
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an idx file (optionally .gz), the format of MNIST and Fashion-MNIST."""
+def _fill(fh, out: np.ndarray, path: Path, what: str) -> None:
+    """Read exactly ``out.nbytes`` bytes into ``out``, in chunks (a .gz file is decompressed as it goes)."""
+    view = memoryview(out).cast("B")
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got : got + _CHUNK])
+        if not n:
+            raise DataFileError(f"{path} is truncated: {what} needs {len(view)} bytes, the file ends after {got}. "
+                                "Delete it and download it again.")
+        got += n
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an idx file (optionally .gz), the format of MNIST and Fashion-MNIST.
+
+    The header is read first and says how many bytes must follow; exactly that many
+    are read (decompressed as they stream, never more than one byte beyond), so a
+    truncated file, extra data after the end, or a gzip bomb is rejected with
+    :class:`DataFileError` naming the file, using no more memory than the data the
+    header declares (at most ``max_bytes``).
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file (bad magic number)")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - offset != expected:
-        raise ValueError(f"{path} is truncated: header says {dims}, file has {len(data) - offset} bytes")
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+    try:
+        with opener(path, "rb") as fh:
+            return _read_idx(fh, path, max_bytes)
+    except DataFileError:
+        raise
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataFileError(f"{path} could not be read: {type(exc).__name__}: {exc}. The file is damaged or "
+                            "truncated; delete it and download it again.") from None
+
+
+def _read_idx(fh, path: Path, max_bytes: int) -> np.ndarray:
+    magic = np.zeros(4, np.uint8)
+    _fill(fh, magic, path, "the idx header")
+    if magic[0] != 0 or magic[1] != 0 or int(magic[2]) not in _IDX_DTYPES or not 1 <= magic[3] <= _MAX_IDX_DIMS:
+        raise DataFileError(f"{path} is not an idx file (bad magic number {bytes(magic).hex()})")
+    ndim = int(magic[3])
+    raw_dims = np.zeros(4 * ndim, np.uint8)
+    _fill(fh, raw_dims, path, "the idx header")
+    dims = [int.from_bytes(bytes(raw_dims[4 * i : 4 * i + 4]), "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[int(magic[2])])
+    expected = dtype.itemsize
+    for d in dims:
+        expected *= d
+    if expected > max_bytes:
+        raise DataFileError(f"{path}: its header declares {dims} values of {dtype.itemsize} byte(s), "
+                            f"{expected} bytes, more than the {max_bytes} this reader accepts")
+    data = np.empty(expected, np.uint8)
+    _fill(fh, data, path, f"the {dims} values its header declares")
+    if fh.read(1):
+        raise DataFileError(f"{path} has extra data after the {dims} values its header declares; it is not a "
+                            "valid idx file")
+    return data.view(dtype).reshape(dims)
 
 
 def _find_idx(raw: Path, stem: str) -> Optional[Path]:
@@ -213,6 +261,26 @@ def _missing_message(dataset: str, folder: Path, files: list[str]) -> str:
     )
 
 
+def _check_idx_arrays(dataset: str, arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
+    """uint8 images of 28x28, one uint8 label in 0..9 per image; each error names the file."""
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        px, py = paths[f"{split}_x"], paths[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
+            raise DataFileError(f"{px} holds {x.dtype} values of shape {list(x.shape)}; {dataset} images are "
+                                "uint8, N x 28 x 28")
+        if y.dtype != np.uint8 or y.ndim != 1:
+            raise DataFileError(f"{py} holds {y.dtype} values of shape {list(y.shape)}; {dataset} labels are "
+                                "uint8, one per image")
+        if len(x) != len(y) or len(x) == 0:
+            raise DataFileError(f"{px} holds {len(x)} images but {py} holds {len(y)} labels; the two files do "
+                                "not belong together (download them again)")
+        bad = np.flatnonzero(y > 9)
+        if len(bad):
+            raise DataFileError(f"{py}: label {int(y[bad[0]])} at position {int(bad[0])} is outside 0..9 "
+                                f"({len(bad)} such labels)")
+
+
 @functools.lru_cache(maxsize=4)
 def _idx_dataset(dataset: str, root: str, download: bool) -> TensorDataset:
     raw = Path(root) / _IDX_FOLDERS[dataset] / "raw"
@@ -225,6 +293,7 @@ def _idx_dataset(dataset: str, root: str, download: bool) -> TensorDataset:
         if any(p is None for p in paths.values()):
             raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
     arrays = {k: read_idx(p) for k, p in paths.items()}  # type: ignore[arg-type]
+    _check_idx_arrays(dataset, arrays, paths)  # type: ignore[arg-type]
     # uint8 in, one float32 copy out: normalisation is scale-free, so no /255 pass is needed
     xt, xs = _normalise(arrays["train_x"][:, None], arrays["test_x"][:, None])
     return TensorDataset(dataset, xt, _labels(arrays["train_y"]), xs, _labels(arrays["test_y"]), 10)

@@ -78,8 +78,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk: say which file
+            exc.filename = os.fspath(path)
         raise
 
 
@@ -95,7 +97,12 @@ def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None 
 def write_new(path: str | os.PathLike, data: bytes) -> None:
     """Write a file that must not exist yet (inside a fresh private folder): O_EXCL, no symlink followed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), file_mode())
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # a full disk: say which file
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise

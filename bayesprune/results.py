@@ -6,9 +6,13 @@ the full ``history`` and ``seconds``.  Files are written atomically
 (:mod:`bayesprune.fileio`), as standard JSON (NaN is ``null``).
 
 Reading is strict: a file whose version is not :data:`RUN_FILE_VERSION`, whose
-key does not match its config, or whose config does not validate is *reported*
-and never mixed into a table.  ``sweep`` also moves unreadable files aside
-(``runs/quarantine/``) so that their runs are computed again.
+key does not match its config, whose config does not validate, or whose fields
+have the wrong types is *reported*, by its path, and never mixed into a table.
+``sweep`` also moves such files aside (``runs/quarantine/<name>``, never
+overwriting an earlier one) so that their runs are computed again.  Every path
+the package derives from a record comes from its validated config (the key is a
+hash, method names are checked against :data:`~bayesprune.config.METHODS`), so a
+crafted file cannot direct a write outside the sweep folder.
 """
 
 from __future__ import annotations
@@ -51,7 +55,39 @@ def check_record(path: Path, rec: Any) -> Optional[str]:
         return f"its key {rec.get('key')!r} / config key {cfg.key()!r} do not match the file name"
     if rec.get("status") not in ("ok", "failed"):
         return f"unknown status {rec.get('status')!r}"
+    history = rec.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "its history is not a list of rows"
+    for name in ("test_accuracy", "test_loss", "final_sparsity", "seconds"):
+        value = rec.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"its {name} {value!r} is not a number"
+    if not isinstance(rec.get("error", ""), str):
+        return "its error is not a string"
     return None
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+#: What reading a damaged run file can raise (RecursionError: absurdly nested JSON).
+_READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, RecursionError)
+
+
+def _quarantine(folder: Path, path: Path) -> Path:
+    """Move a bad run file to ``runs/quarantine/`` under a name not yet taken; returns where."""
+    qdir = folder / "quarantine"
+    if qdir.is_symlink() or (qdir.exists() and not qdir.is_dir()):
+        raise OSError(f"{qdir} is not a real folder; refusing to move {path} into it")
+    qdir.mkdir(exist_ok=True)
+    target = qdir / path.name
+    n = 1
+    while target.exists() or target.is_symlink():
+        target = qdir / f"{path.name}.{n}"
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 def load_runs(out_dir: str | os.PathLike, log: Optional[Log] = None, quarantine: bool = False) -> dict[str, dict]:
@@ -61,21 +97,24 @@ def load_runs(out_dir: str | os.PathLike, log: Optional[Log] = None, quarantine:
     if not folder.is_dir():
         return records
     for path in sorted(folder.glob("*.json")):
-        if path.name.startswith(".") or not path.is_file() or path.is_symlink():
+        if path.name.startswith("."):  # a writer's temporary file
             continue
         try:
-            rec = json.loads(path.read_text())
-            problem = check_record(path, rec)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problem = f"unreadable ({type(exc).__name__}: {exc})"
+            if path.is_symlink() or not path.is_file():
+                problem = "not a regular file (a symbolic link?)"
+            else:
+                rec = _read(path)
+                problem = check_record(path, rec)
+        except _READ_ERRORS as exc:
+            problem = f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
         if problem is None:
             records[path.stem] = rec
             continue
         if quarantine and not problem.startswith("run file version 1"):
-            target = folder / "quarantine" / path.name
-            target.parent.mkdir(exist_ok=True)
-            os.replace(path, target)
-            problem += f"; moved to {target}, the run will be computed again"
+            try:
+                problem += f"; moved to {_quarantine(folder, path)}, its run will be computed again"
+            except OSError as exc:
+                problem += f"; could not move it aside ({exc})"
         if log is not None:
             log(f"sweep: ignoring {path}: {problem}")
     return records
@@ -85,8 +124,8 @@ def load_run(out_dir: str | os.PathLike, key: str) -> Optional[dict[str, Any]]:
     """The good record stored for ``key``, or None (missing, unreadable or not valid)."""
     path = run_path(out_dir, key)
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        rec = _read(path)
+    except _READ_ERRORS:
         return None
     return rec if check_record(path, rec) is None else None
 
@@ -97,12 +136,14 @@ def migrate(out_dir: str | os.PathLike, log: Optional[Log] = print) -> int:
     folder = runs_dir(out_dir)
     for path in sorted(folder.glob("*.json")):
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = _read(path)
+            if not isinstance(rec, dict) or rec.get("version") != 1:
+                continue
+            cfg = RunConfig.from_dict(rec["config"])
+        except (*_READ_ERRORS, KeyError, TypeError) as exc:
+            if log is not None:
+                log(f"migrate: skipping {path}: {type(exc).__name__}: {exc}")
             continue
-        if not isinstance(rec, dict) or rec.get("version") != 1:
-            continue
-        cfg = RunConfig.from_dict(rec["config"])
         rec.update(version=RUN_FILE_VERSION, key=cfg.key(), config=cfg.to_dict())
         atomic_write_json(run_path(out_dir, cfg.key()), rec)
         if path != run_path(out_dir, cfg.key()):

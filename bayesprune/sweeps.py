@@ -5,29 +5,50 @@ Each finished run is one JSON file ``out_dir/runs/<config key>.json`` (see
 or a whole file, even if the process is killed with SIGKILL.
 ``out_dir/results.csv`` is rebuilt from those files after every run.
 
+One sweep at a time per folder: ``sweep`` holds ``out_dir/.sweep.lock``
+(``fcntl.flock``, released by the operating system when the process ends, however
+it ends); a second sweep on the same folder is refused with the holder's pid.
+
 ``executor`` is anything with the :class:`concurrent.futures.Executor`
 interface (``submit`` returning futures): ``None`` runs in-process one after the
-other; ``ProcessPoolExecutor`` uses local cores; Dask's
-``Client.get_executor()`` or Ray's ``ray.util.concurrent.futures`` executor hand
-the same sweep to a cluster.  Workers write their own run files, so the
+other; :class:`~bayesprune.pool.WorkerPool` (``make_executor``, CLI ``--workers``)
+or ``ProcessPoolExecutor`` use local cores; Dask's ``Client.get_executor()``
+hands the same sweep to a cluster.  Workers write their own run files, so the
 run folder must be on storage every worker can see.
+
+A run whose worker died (killed, out of memory, lost with its machine) is stored
+as failed with ``"worker_lost": true`` and the error, and is run again by the next
+sweep on the folder without ``--retry-failed``: it says nothing about its config.
+If the sweep is interrupted (Ctrl-C, SIGTERM, an exception), the futures it
+submitted are cancelled; the caller stops its executor (:func:`stop_executor`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
+import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import Executor, Future, as_completed
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import pandas as pd
 
 from .config import PAPER_METHODS, RunConfig
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, file_mode
 from .results import RUN_FILE_VERSION, load_run, load_runs, run_path, runs_dir, write_results
+from .runio import OutputError
+
+LOCK_NAME = ".sweep.lock"
+
+
+class SweepBusyError(OutputError):
+    """Another sweep holds the folder's lock; the message names its pid and host."""
 
 
 # ------------------------------------------------------------------ grid
@@ -59,10 +80,14 @@ def _failure_record(cfg: RunConfig, error: str, **extra: Any) -> dict[str, Any]:
             "error": error, "history": [], **extra}
 
 
-def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None) -> dict[str, Any]:
+def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
+            attempt: Optional[str] = None) -> dict[str, Any]:
     """Train one config and store its record; failures are stored, not raised.
 
     A module-level function taking plain data, so any executor can pickle it.
+    ``attempt`` is unused: ``sweep`` passes a fresh id, so that an executor that caches
+    calls by their arguments (Dask's default ``pure=True``) never answers a new
+    attempt with an old failure (a ``KilledWorker``) instead of running it.
     """
     import torch
 
@@ -70,6 +95,7 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None)
 
     if threads:
         torch.set_num_threads(threads)
+    _thread_lock_for_progress_bars()
     cfg = RunConfig.from_dict(config)
     t0 = time.perf_counter()
     record: dict[str, Any] = {"version": RUN_FILE_VERSION, "key": cfg.key(), "config": cfg.to_dict()}
@@ -91,6 +117,21 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None)
     return {k: record.get(k) for k in ("key", "status", "error", "test_accuracy", "final_sparsity", "seconds")}
 
 
+def _thread_lock_for_progress_bars() -> None:
+    """In a worker process, give tqdm a thread lock instead of its multiprocessing one.
+
+    tqdm creates a named semaphore even for a disabled bar and registers it with the
+    parent's resource tracker; a worker ended by SIGTERM/SIGKILL (Ctrl-C of the sweep)
+    never unregisters it, and the tracker then warns of a "leaked semaphore" at exit.
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    if multiprocessing.parent_process() is not None and getattr(tqdm, "_lock", None) is None:
+        tqdm.set_lock(threading.RLock())
+
+
 class SequentialExecutor(Executor):
     """The default: runs each task in-process at submit time."""
 
@@ -103,7 +144,84 @@ class SequentialExecutor(Executor):
         return fut
 
 
+# ------------------------------------------------------------------ one sweep per folder
+_held: dict[str, int] = {}  # real path of a folder this process holds -> the holding thread
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "an unknown process"
+
+
+@contextlib.contextmanager
+def sweep_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out_dir/.sweep.lock`` (creating ``out_dir`` if needed) or raise :class:`SweepBusyError`.
+
+    The lock is ``fcntl.flock``: the operating system releases it when the process
+    ends, even by SIGKILL, so a killed sweep never leaves a stale lock.  The same
+    thread may take it again (the CLI holds it around ``sweep``, which takes it too).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a folder. Give a folder path for the sweep.")
+    try:
+        runs_dir(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the sweep folder {out}: {exc.strerror or exc}") from None
+    if not runs_dir(out).is_dir():
+        raise OutputError(f"{runs_dir(out)} is not a folder; the sweep keeps its run files there.")
+    real = os.path.realpath(out)
+    if _held.get(real) == threading.get_ident():  # this thread holds it already
+        yield out
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        fcntl = None
+    path = out / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), file_mode())
+    except OSError as exc:
+        raise OutputError(f"cannot write in the sweep folder {out}: {exc.strerror or exc} ({path})") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SweepBusyError(
+                    f"another sweep ({_lock_holder(fd)}) is running on {out} (it holds {path}); wait for it to "
+                    f"finish or stop it, then run this one again: it skips the runs that one finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        _held[real] = threading.get_ident()  # (another thread's flock on its own open file would have failed)
+        try:
+            yield out
+        finally:
+            _held.pop(real, None)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _remove_temp_files(out_dir: Path) -> int:
+    """Delete the temp files killed writers left in ``runs/`` (we hold the lock: nobody is writing)."""
+    n = 0
+    for p in runs_dir(out_dir).glob(".*.tmp"):
+        if p.is_file() or p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 # ------------------------------------------------------------------ sweep
+def _needs_run(rec: Optional[dict[str, Any]], retry_failed: bool) -> bool:
+    if rec is None or rec["status"] == "ok":
+        return rec is None
+    return retry_failed or bool(rec.get("worker_lost"))
+
+
 def sweep(
     configs: Iterable[RunConfig],
     out_dir: str | Path,
@@ -115,46 +233,54 @@ def sweep(
 ) -> pd.DataFrame:
     """Run every config not already stored under ``out_dir``; return the results table.
 
-    Finished runs are skipped (failed ones too, unless ``retry_failed``);
-    ``.attrs["stats"]`` on the returned frame holds completed/skipped/failed.
+    Finished runs are skipped (failed ones too, unless ``retry_failed``; runs whose
+    worker died are always run again).  ``.attrs["stats"]`` on the returned frame holds
+    total/completed/skipped/failed (this call) and failed_total (stored in the folder).
+    Raises :class:`SweepBusyError` if another sweep is running on ``out_dir``.
     """
-    from tqdm.auto import tqdm
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
-    runs_dir(out_dir).mkdir(parents=True, exist_ok=True)
     unique: dict[str, RunConfig] = {}
     for cfg in configs:
         if not isinstance(cfg, RunConfig):
             raise TypeError(f"sweep() needs RunConfig objects, got {type(cfg).__name__}")
         unique.setdefault(cfg.key(), cfg)
+    with sweep_lock(out_dir):
+        stale = _remove_temp_files(out_dir)
+        if stale:
+            log(f"sweep: removed {stale} temporary file(s) left in {runs_dir(out_dir)} by a killed run")
+        return _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log)
+
+
+def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log) -> pd.DataFrame:
+    from tqdm.auto import tqdm
+
     done = load_runs(out_dir, log=log, quarantine=True)
     records = dict(done)
-    todo, skipped = [], 0
-    for key, cfg in unique.items():
-        rec = done.get(key)
-        if rec is not None and (rec["status"] == "ok" or not retry_failed):
-            skipped += 1
-        else:
-            todo.append(cfg)
+    todo = [cfg for key, cfg in unique.items() if _needs_run(done.get(key), retry_failed)]
+    skipped = len(unique) - len(todo)
     log(f"sweep: {len(unique)} runs, {skipped} already finished (skipped), {len(todo)} to run -> {out_dir}")
     t0 = time.perf_counter()
     completed = failed = 0
     executor = executor or SequentialExecutor()
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
+    submitted: list[Future] = []
     try:
         if isinstance(executor, SequentialExecutor):
-            futures = ((executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run), c) for c in todo)
-            results: Iterable = futures
+            results: Iterable = ((executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run), c)
+                                 for c in todo)
         else:
-            by_future = {executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run): c for c in todo}
+            by_future = {}
+            for c in todo:
+                fut = executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run, uuid.uuid4().hex)
+                by_future[fut] = c
+                submitted.append(fut)
             results = ((f, by_future[f]) for f in as_completed(by_future))
         for fut, cfg in results:
             try:
                 info = fut.result()
             except Exception as exc:  # the worker itself failed (died, lost): record it, go on
-                info = {"key": cfg.key(), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                atomic_write_json(run_path(out_dir, cfg.key()), _failure_record(cfg, info["error"]))
+                info = _record_lost_run(out_dir, cfg, exc)
             if info["status"] == "ok":
                 completed += 1
             else:
@@ -168,25 +294,53 @@ def sweep(
             write_results(out_dir, records)
     finally:
         bar.close()
+        for fut in submitted:  # interrupted: nothing of ours stays queued
+            fut.cancel()
     df = write_results(out_dir, records)
+    failed_total = int((df["status"] == "failed").sum()) if len(df) else 0
+    if failed_total:
+        log(f"sweep: {failed_total} stored run(s) failed; see the error column of {out_dir / 'results.csv'} "
+            "(--retry-failed / retry_failed=True runs them again)")
     df.attrs["stats"] = {
         "total": len(unique), "completed": completed, "skipped": skipped, "failed": failed,
-        "failed_total": int((df["status"] == "failed").sum()) if len(df) else 0,
-        "seconds": round(time.perf_counter() - t0, 3), "out": str(out_dir),
+        "failed_total": failed_total, "seconds": round(time.perf_counter() - t0, 3), "out": str(out_dir),
     }
     return df
 
 
+def _record_lost_run(out_dir: Path, cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
+    """Store a run whose worker failed (unless the worker had stored it before it went)."""
+    rec = load_run(out_dir, cfg.key())
+    if rec is not None and rec["status"] == "ok":
+        return {"key": cfg.key(), "status": "ok", "error": ""}
+    error = f"{type(exc).__name__}: {exc}"
+    atomic_write_json(run_path(out_dir, cfg.key()), _failure_record(cfg, error, worker_lost=True))
+    return {"key": cfg.key(), "status": "failed", "error": error}
+
+
+# ------------------------------------------------------------------ executors
 def make_executor(workers: int) -> Optional[Executor]:
-    """None (in-process) for one worker, else a pool of ``workers`` local processes."""
+    """None (in-process) for one worker, else a :class:`~bayesprune.pool.WorkerPool` of ``workers`` processes."""
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid: allowed an integer >= 1")
     if workers == 1:
         return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .pool import WorkerPool
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return WorkerPool(workers)
+
+
+def stop_executor(executor: Optional[Executor], now: bool) -> None:
+    """Stop an executor: ``now`` ends its workers (queued runs cancelled), else lets it finish and close."""
+    if executor is None:
+        return
+    if now and hasattr(executor, "terminate"):
+        executor.terminate()
+        return
+    try:
+        executor.shutdown(wait=not now, cancel_futures=now)
+    except TypeError:  # executors without cancel_futures (Dask's ClientExecutor)
+        executor.shutdown(wait=not now)
 
 
 def default_threads(workers: int) -> int:

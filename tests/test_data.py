@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune.data import DatasetNotFoundError, batch_indices, read_idx
+from bayesprune.data import DataFileError, DatasetNotFoundError, batch_indices, read_idx
 
 
 def _write_idx(path, array, gz):
@@ -133,3 +133,91 @@ def test_mnist_normalisation_needs_no_division_by_255(tmp_path):
     raw = read_idx(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").astype(np.float64) / 255.0
     expected = (raw - raw.mean()) / raw.std(ddof=1)
     np.testing.assert_allclose(ds.x_train[:, 0].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- damaged and inconsistent idx files
+def _mnist_cfg(root):
+    return bp.RunConfig(dataset="mnist", data_dir=str(root))
+
+
+def test_a_truncated_gz_file_is_named(tmp_path):
+    raw = _fake_mnist(tmp_path, gz=True)
+    p = raw / "train-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:-20])  # cut into the compressed stream: gzip raises EOFError
+    with pytest.raises(DataFileError) as err:
+        read_idx(p)
+    assert str(p) in str(err.value)
+    with pytest.raises(DataFileError, match="train-images-idx3-ubyte.gz"):
+        bp.load_dataset(_mnist_cfg(tmp_path))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_extra_data_after_the_declared_values_is_rejected(tmp_path, gz):
+    labels = np.arange(10, dtype=np.uint8)
+    _write_idx(tmp_path / "labels", labels, gz=False)
+    data = (tmp_path / "labels").read_bytes() + b"\x00extra"
+    path = tmp_path / ("labels.gz" if gz else "labels")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(DataFileError, match="extra data") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_gzip_bomb_is_stopped_after_the_declared_bytes(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    header = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 10, 28, 28)  # 7840 bytes declared ...
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(header)
+        zeros = b"\0" * (1 << 20)
+        for _ in range(64):  # ... 64 MiB delivered, from a file of about 64 KiB
+            fh.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFileError, match="extra data"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # a few MiB of buffers, not the 64 MiB inside
+    huge = tmp_path / "huge-idx3-ubyte"
+    huge.write_bytes(struct.pack(">BBBBIII", 0, 0, 0x08, 3, 2**31, 28, 28))
+    with pytest.raises(DataFileError, match="more than the"):
+        read_idx(huge)  # refused from the header alone
+
+
+def test_bad_magic_is_named(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(DataFileError, match="not an idx file") as err:
+        read_idx(p)
+    assert str(p) in str(err.value)
+
+
+def test_five_extra_labels_are_caught_naming_both_files(tmp_path):
+    raw = _fake_mnist(tmp_path, gz=False)
+    _write_idx(raw / "train-labels-idx1-ubyte", np.zeros(65, np.uint8), gz=False)
+    with pytest.raises(DataFileError) as err:
+        bp.load_dataset(_mnist_cfg(tmp_path))
+    msg = str(err.value)
+    assert "60 images" in msg and "65 labels" in msg
+    assert str(raw / "train-images-idx3-ubyte") in msg and str(raw / "train-labels-idx1-ubyte") in msg
+
+
+def test_labels_outside_0_to_9_are_caught_naming_the_file(tmp_path):
+    raw = _fake_mnist(tmp_path, gz=True)
+    labels = np.zeros(20, np.uint8)
+    labels[7] = 10
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    _write_idx(raw / "t10k-labels-idx1-ubyte", labels, gz=True)
+    with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte.gz: label 10 at position 7 is outside 0..9"):
+        bp.load_dataset(_mnist_cfg(tmp_path))
+
+
+def test_images_that_are_not_28x28_are_caught_naming_the_file(tmp_path):
+    raw = _fake_mnist(tmp_path, gz=False)
+    _write_idx(raw / "train-images-idx3-ubyte", np.zeros((60, 27, 28), np.uint8), gz=False)
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte holds uint8 values of shape \[60, 27, 28\]"):
+        bp.load_dataset(_mnist_cfg(tmp_path))

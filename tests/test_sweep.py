@@ -13,6 +13,7 @@ import pytest
 
 import bayesprune as bp
 from bayesprune import results
+from bayesprune.sweeps import make_executor, stop_executor
 
 BASE = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(16, 8), bf_samples=64)
 
@@ -91,6 +92,20 @@ def test_process_pool_executor_path(tmp_path):
     inproc = bp.train(cfgs[0], progress=False)
     row = df[df.key == cfgs[0].key()].iloc[0]
     assert row["test_accuracy"] == pytest.approx(inproc.test_accuracy)  # same result in a worker
+
+
+@pytest.mark.slow
+def test_worker_pool_path_gives_the_in_process_results(tmp_path):
+    cfgs = bp.grid(BASE, methods=["none", "magnitude"], sparsities=[0.5], seeds=[0, 1])
+    executor = make_executor(2)
+    try:
+        df = bp.sweep(cfgs, tmp_path, executor=executor, progress=False, threads_per_run=1, log=lambda m: None)
+    finally:
+        stop_executor(executor, now=False)
+    assert df.attrs["stats"]["completed"] == 4 and (df["status"] == "ok").all()
+    for cfg in cfgs[:2]:
+        row = df[df.key == cfg.key()].iloc[0]
+        assert row["test_accuracy"] == pytest.approx(bp.train(cfg, progress=False).test_accuracy)
 
 
 def _sweep_cmd(out):

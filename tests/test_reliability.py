@@ -1,0 +1,717 @@
+"""Nothing lost on a full disk, a NaN, Ctrl-C, SIGTERM or SIGKILL; bad inputs caught before the first epoch.
+
+Each test replays one failure that once lost data or failed late, and checks what is
+on disk (byte for byte) and which processes are left afterwards.  The subprocess
+tests run the real CLI; they are marked ``slow``.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import pickle
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import bayesprune as bp
+from bayesprune import cli, fileio, runio, sweeps, training
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "--dataset", "synthetic", "--epochs", "2", "--fcn-hidden", "16", "8", "--bf-samples", "64",
+         "--quiet"]
+BASE = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(16, 8), bf_samples=64)
+
+
+# ------------------------------------------------------------------ helpers
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep), MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+def _cli_cmd(*args):
+    return [sys.executable, "-m", "bayesprune", *args]
+
+
+def _main(capsys, *args):
+    """The CLI in-process: (exit status, stdout, stderr)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every file below ``folder``: its bytes (or its link target) and mode."""
+    snap = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            snap[rel] = ("link", os.readlink(p))
+        elif p.is_file():
+            snap[rel] = (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        else:
+            snap[rel] = ("dir", stat.S_IMODE(p.stat().st_mode))
+    return snap
+
+
+def _hidden(parent: Path) -> list:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def _strict_json(text: str):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _existing_run(capsys, out: Path, *extra) -> dict:
+    code, _, err = _main(capsys, *TRAIN, "--out", str(out), *extra)
+    assert code == 0, err
+    return _snapshot(out)
+
+
+# /proc: which processes are left (Linux; psutil is not a dependency)
+def _proc_table() -> dict:
+    table = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            table[int(d)] = (int(fields[1]), fields[0], fields[19])  # ppid, state, start time
+    return table
+
+
+def _descendants(pid: int) -> dict:
+    """{pid: start time} of every process below ``pid``."""
+    table, found, todo = _proc_table(), {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, _, start) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
+
+
+def _running(procs: dict) -> list:
+    """The processes of ``procs`` still running (zombies and reused pids do not count)."""
+    table = _proc_table()
+    return [p for p, start in procs.items() if p in table and table[p][2] == start and table[p][1] not in "ZX"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _wait_until(predicate, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+# ------------------------------------------------------------------ runs: refuse, overwrite, .prev
+@pytest.mark.slow
+def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    old = _existing_run(capsys, out)
+    code, stdout, err = _main(capsys, *TRAIN, "--out", str(out))
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err and "run.prev" in err
+    assert "epoch" not in stdout  # refused before the first epoch
+    assert _snapshot(out) == old
+    code, _, err = _main(capsys, *TRAIN, "--seed", "1", "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert f"previous run is kept as {out}.prev" in err
+    assert _snapshot(tmp_path / "run.prev") == old  # byte for byte
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert _hidden(tmp_path) == []
+    # a second overwrite replaces the run before last, never anything else
+    code, _, _ = _main(capsys, *TRAIN, "--seed", "2", "--out", str(out), "--overwrite")
+    assert code == 0
+    assert json.loads((tmp_path / "run.prev" / "config.json").read_text())["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.prev"]
+
+
+def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    old = _existing_run(capsys, out)
+    (tmp_path / "run.prev").mkdir()
+    (tmp_path / "run.prev" / "thesis.tex").write_text("precious")
+    code, _, err = _main(capsys, *TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "run.prev" in err and "not a bayesprune run" in err
+    assert _snapshot(out) == old and (tmp_path / "run.prev" / "thesis.tex").read_text() == "precious"
+
+
+def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    old = _existing_run(capsys, out)
+    # without --overwrite: refused before training
+    code, _, err = _main(capsys, *TRAIN, "--lr", "1e12", "--out", str(out))
+    assert code == 2 and _snapshot(out) == old
+    # --lr 1e12 diverges in the first epoch: nothing to save, the old run stays exactly where it was
+    code, stdout, err = _main(capsys, *TRAIN, "--lr", "1e12", "--out", str(out), "--overwrite")
+    assert code == 1 and "diverged" in json.loads(stdout.splitlines()[-1])["status"]
+    assert "nothing saved" in err
+    assert _snapshot(out) == old and not (tmp_path / "run.prev").exists() and _hidden(tmp_path) == []
+    # a run that diverges in epoch 2 is saved whole (its 1 finished epoch), the old one kept whole as .prev
+    real, calls = training._train_epoch, []
+
+    def nan_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        loss, acc = real(*args, **kwargs)
+        return (float("nan") if len(calls) == 2 else loss), acc
+
+    monkeypatch.setattr(training, "_train_epoch", nan_in_epoch_2)
+    code, _, err = _main(capsys, *TRAIN, "--out", str(out), "--overwrite")
+    assert code == 1, err
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs"] == 1
+    assert (out / "history.csv").read_text().count("\n") == 2  # header + 1 epoch, not the old history
+    assert _snapshot(tmp_path / "run.prev") == old
+
+
+@pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "curves.png", "swap"])
+def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, capsys, monkeypatch, victim):
+    out = tmp_path / "run"
+    old = _existing_run(capsys, out)
+    (tmp_path / "run.prev").mkdir()  # a run before last, which must survive a failed swap too
+    (tmp_path / "run.prev" / "config.json").write_text("{}")
+    before_last = _snapshot(tmp_path / "run.prev")
+    real_write, real_rename = runio.write_new, os.rename
+
+    def write_new(path, data):
+        if Path(path).name == victim:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, data)
+
+    def rename(src, dst):  # the last rename of the swap (temp folder -> run) fails
+        if Path(dst) == out and ".tmp" in Path(src).name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(runio, "write_new", write_new)
+    monkeypatch.setattr(runio.os, "rename", rename)
+    code, _, err = _main(capsys, *TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
+    assert code == 1
+    assert "could not save the run" in err and "No space left on device" in err and "Traceback" not in err
+    if victim != "swap":
+        assert victim in err  # names the file
+    assert _snapshot(out) == old
+    assert _snapshot(tmp_path / "run.prev") == before_last
+    assert _hidden(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_with_a_file_size_limit(tmp_path, capsys):
+    """RLIMIT_FSIZE makes the kernel refuse (EFBIG) any write past 4 KiB: model.pt cannot be written."""
+    out = tmp_path / "run"
+    old = _existing_run(capsys, out)
+    limit = 4096
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+            "from bayesprune.cli import main; sys.exit(main(sys.argv[1:]))")
+    for target in (out, tmp_path / "fresh"):
+        p = subprocess.run([sys.executable, "-c", code, *TRAIN, "--dataset", "digits", "--seed", "5",
+                            "--out", str(target), "--overwrite"], capture_output=True, text=True, timeout=600,
+                           env=_env())
+        assert p.returncode == 1, p.stderr
+        assert "File too large" in p.stderr and "model.pt" in p.stderr and "Traceback" not in p.stderr
+        assert json.loads(p.stdout.splitlines()[-1])["status"] == "ok"  # trained; only saving failed
+    assert _snapshot(out) == old
+    assert not (tmp_path / "fresh").exists() and not (tmp_path / "run.prev").exists()
+    assert _hidden(tmp_path) == []
+
+
+def _maybe_tiny_tmpfs(path: Path, size: str) -> bool:
+    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
+        return False
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
+    """Where we may mount (root), a 256 KiB tmpfs gives a real ENOSPC; elsewhere this test skips."""
+    disk = tmp_path / "disk"
+    if not _maybe_tiny_tmpfs(disk, "256k"):
+        pytest.skip("needs root and mount to make a tiny tmpfs")
+    try:
+        out = disk / "run"
+        old = _existing_run(capsys, out)
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk ...
+        try:
+            while os.write(fd, b"\0" * 1024):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        os.truncate(disk / "filler", max(0, (disk / "filler").stat().st_size - 12 * 1024))  # ... but 3 pages
+        code, _, err = _main(capsys, *TRAIN, "--seed", "9", "--out", str(out), "--overwrite")
+        assert code in (1, 2) and "No space left on device" in err and "Traceback" not in err
+        assert _snapshot(out) == old and not (disk / "run.prev").exists()
+        assert _hidden(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------------ Ctrl-C and SIGTERM during train --out
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, capsys, monkeypatch, sig, code):
+    out = tmp_path / "run"
+    real_epoch, calls = training._train_epoch, []
+
+    def epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(sig)  # arrives during epoch 3
+        return real_epoch(*args, **kwargs)
+
+    real_write, writes = runio.write_new, []
+
+    def write_new(path, data):  # a second signal while saving is ignored: the save completes
+        writes.append(path)
+        if len(writes) == 2:
+            signal.raise_signal(sig)
+        return real_write(path, data)
+
+    monkeypatch.setattr(training, "_train_epoch", epoch)
+    monkeypatch.setattr(runio, "write_new", write_new)
+    got, stdout, err = _main(capsys, *TRAIN, "--epochs", "5", "--out", str(out))
+    assert got == code, err
+    assert "interrupted" in err and "saved interrupted run (2 epochs)" in err
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs"] == 2
+    assert json.loads(stdout.splitlines()[-1])["status"] == "interrupted"
+    assert (out / "model.pt").stat().st_size > 0 and _hidden(tmp_path) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def _epoch_line(proc) -> int:
+    """The epoch of the next line the process prints (0 if it is not an epoch line)."""
+    m = re.match(r"epoch\s+(\d+)/", proc.stdout.readline())
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.slow
+@linux_only
+def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path, capsys):
+    """SIGINT to a real ``train --out``: exit 130, finished epochs saved.  SIGKILL: the old run untouched,
+    the dead writer's temporary folder removed by the next run."""
+    out = tmp_path / "run"
+    cmd = _cli_cmd("train", "--dataset", "digits", "--epochs", "1000", "--fcn-hidden", "16", "8", "--out", str(out))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_until(lambda: _epoch_line(proc) >= 2, 600, "epoch 2")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 2 <= summary["epochs"] < 1000
+    assert (out / "history.csv").read_text().count("\n") == summary["epochs"] + 1
+    old = _snapshot(out)
+    proc = subprocess.Popen([*cmd, "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    _wait_until(lambda: _epoch_line(proc) >= 1, 600, "epoch 1")
+    proc.kill()
+    proc.communicate()
+    assert _snapshot(out) == old
+    leftovers = _hidden(tmp_path)
+    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the killed writer's private folder
+    runio.RunFolder.open(out, BASE, overwrite=True).discard()  # the next run to --out cleans up after it
+    assert _hidden(tmp_path) == []
+
+
+# ------------------------------------------------------------------ where runs may be written
+@pytest.mark.slow
+def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, capsys):
+    out = tmp_path / "run"
+    _existing_run(capsys, out)
+    victim_file, victim_dir = tmp_path / "victim.txt", tmp_path / "victim_dir"
+    victim_file.write_text("do not touch")
+    victim_dir.mkdir()
+    (victim_dir / "keep.txt").write_text("keep")
+    for name in ("model.pt", "summary.json", "history.csv", "curves.png", "config.json"):
+        (out / name).unlink()
+        (out / name).symlink_to(victim_file)
+    (out / "sub").symlink_to(victim_dir)
+    (tmp_path / "run.prev").symlink_to(victim_dir)
+    for seed in ("1", "2"):  # the second overwrite deletes the first's .prev, planted links and all
+        code, _, err = _main(capsys, *TRAIN, "--seed", seed, "--out", str(out), "--overwrite")
+        assert code == 0, err
+        assert not (out / "model.pt").is_symlink()
+    assert victim_file.read_text() == "do not touch"
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
+    # --out itself a symlink: refused before training
+    (tmp_path / "link").symlink_to(victim_dir, target_is_directory=True)
+    code, _, err = _main(capsys, *TRAIN, "--out", str(tmp_path / "link"))
+    assert code == 2 and "symbolic link" in err
+
+
+@pytest.mark.parametrize("case", ["file", "read-only", "no-permission", "mkdtemp-denied", "dot"])
+def test_a_bad_output_location_fails_before_the_first_epoch(tmp_path, capsys, monkeypatch, case):
+    target = tmp_path / "out"
+    if case == "file":
+        target.write_text("a file")
+        needle = "exists and is not a folder"
+    elif case == "dot":
+        target = Path(".")
+        needle = "names no folder"
+    elif case in ("read-only", "no-permission"):
+        parent = tmp_path / "locked"
+        parent.mkdir()
+        parent.chmod(0o555 if case == "read-only" else 0o000)
+        target = parent / "run"
+        needle = "no permission to write"
+        if os.geteuid() == 0:  # root ignores permission bits: make the kernel's answer the usual one
+            real_access = os.access
+            monkeypatch.setattr(runio.os, "access", lambda p, m: False if Path(p) == parent else real_access(p, m))
+    else:
+        def denied(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(runio.tempfile, "mkdtemp", denied)
+        needle = "Permission denied"
+    try:
+        code, stdout, err = _main(capsys, *TRAIN, "--out", str(target))
+    finally:
+        if case in ("read-only", "no-permission"):
+            parent.chmod(0o755)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert "epoch" not in stdout and stdout == ""
+
+
+def test_file_modes_follow_the_umask_and_json_is_standard(tmp_path, capsys, monkeypatch):
+    old_mask = os.umask(0o027)
+    try:
+        cfg = BASE.replace(method="bayes-magnitude", epochs=2, data_dir=tmp_path / "pathlike")  # a Path is fine
+        res = bp.train(cfg, progress=False)
+        out = bp.save_run(res, tmp_path / "run")
+        bp.sweep([BASE.replace(method="none", sparsity=0.0)], tmp_path / "sweep", progress=False, log=lambda m: None)
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    files = [*out.iterdir(), *(tmp_path / "sweep" / "runs").glob("*.json"), tmp_path / "sweep" / "results.csv"]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o640, f
+    cfg_json = _strict_json((out / "config.json").read_text())
+    assert cfg_json["data_dir"] == str(tmp_path / "pathlike")
+    _strict_json((out / "summary.json").read_text())
+    rec = _strict_json(next((tmp_path / "sweep" / "runs").glob("*.json")).read_text())
+    assert rec["history"][0]["log_bf"] is None  # the unpruned epoch's NaN is written as null
+    assert fileio.dumps({"x": float("nan"), "y": float("inf")}) == '{"x": null, "y": null}'
+
+
+# ------------------------------------------------------------------ bad values: exit 2, named, before training
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--prior-sigma", "1e-200"], "RunConfig.prior_sigma=1e-200"),
+    (["train", "--prior-mu", "1e300"], "RunConfig.prior_mu=1e+300"),
+    (["train", "--seed", str(2**64)], "RunConfig.seed=18446744073709551616"),
+    (["train", "--scope", "global", "--method", "random"], "RunConfig.scope='global'"),
+    (["train", "--lr", "nan"], "RunConfig.lr=nan"),
+    (["sweep", "--sparsities", "1.0", "--out", "x"], "'1.0' is invalid"),
+    (["sweep", "--sparsities", "100%", "--out", "x"], "'100%' is invalid"),
+    (["sweep", "--seeds", str(2**64), "--out", "x"], "RunConfig.seed="),
+    (["sweep", "--workers", "0", "--out", "x"], "--workers=0"),
+])
+def test_bad_values_exit_2_naming_the_field_before_anything_runs(tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = _main(capsys, *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert stdout == "" and list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_an_empty_data_variable_means_unset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BAYESPRUNE_DATA", "")
+    assert bp.RunConfig().data_dir == "./data"
+    code, stdout, err = _main(capsys, "train", "--dataset", "digits", "--epochs", "1", "--fcn-hidden", "8",
+                              "--quiet")
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["dataset"] == "digits"
+
+
+# ------------------------------------------------------------------ sweeps: files on disk
+def test_garbage_run_files_are_named_quarantined_and_run_again(tmp_path):
+    cfgs = bp.grid(BASE, methods=["none", "magnitude"], sparsities=[0.5], seeds=[0])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "garbage.json").write_text("{this is not json")
+    (runs / f"{cfgs[0].key()}.json").write_bytes(b"\xff\xfe binary")  # a run of this grid, damaged
+    (runs / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # absurdly nested
+    wrong = {"version": 2, "key": cfgs[1].key(), "config": cfgs[1].to_dict(), "status": "ok", "error": "",
+             "history": "not a list", "test_accuracy": "high"}
+    (runs / f"{cfgs[1].key()}.json").write_text(json.dumps(wrong))
+    (runs / "quarantine").mkdir()
+    (runs / "quarantine" / "garbage.json").write_text("an earlier one")
+    messages = []
+    df = bp.sweep(cfgs, tmp_path, progress=False, log=messages.append)
+    text = "\n".join(messages)
+    for name in ("garbage.json", f"{cfgs[0].key()}.json", "deep.json", f"{cfgs[1].key()}.json"):
+        assert str(runs / name) in text  # each bad file named
+        assert any(p.name.startswith(name) for p in (runs / "quarantine").iterdir())
+    assert "history is not a list" in text and "RecursionError" in text
+    assert (runs / "quarantine" / "garbage.json").read_text() == "an earlier one"  # never overwritten
+    assert df.attrs["stats"]["completed"] == 2 and (df["status"] == "ok").all()
+    assert sorted(p.name for p in runs.glob("*.json")) == sorted(f"{c.key()}.json" for c in cfgs)
+
+
+def test_a_crafted_run_file_cannot_write_outside_the_sweep_folder(tmp_path):
+    sweep_dir = tmp_path / "a" / "b" / "sweep"
+    bp.sweep([BASE.replace(method="magnitude", sparsity=0.5)], sweep_dir, progress=False, log=lambda m: None)
+    crafted = json.loads(next((sweep_dir / "runs").glob("*.json")).read_text())
+    crafted["config"]["method"] = "x/../../../T"
+    crafted["key"] = "0123456789abcdef"
+    (sweep_dir / "runs" / "0123456789abcdef.json").write_text(json.dumps(crafted))
+    before = {p for p in tmp_path.rglob("*")}
+    messages = []
+    bp.sweep([BASE.replace(method="magnitude", sparsity=0.5)], sweep_dir, progress=False, log=messages.append)
+    bp.write_report(sweep_dir)
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(sweep_dir in p.parents for p in created), created
+    assert not list(tmp_path.rglob("*T.png")) and not list(tmp_path.rglob("test_curves_x*"))
+    assert any("0123456789abcdef.json" in m and "method" in m for m in messages)
+    assert (sweep_dir / "runs" / "quarantine" / "0123456789abcdef.json").exists()
+
+
+def test_a_sweep_where_every_run_failed_exits_1(tmp_path, capsys):
+    code, stdout, err = _main(capsys, "sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
+                              "--lr", "1e300", "--methods", "none", "magnitude", "--sparsities", "0.5",
+                              "--out", str(tmp_path / "s"), "--no-report")
+    assert code == 1, err
+    stats = json.loads(stdout.splitlines()[-1])
+    assert stats["failed"] == 2 and stats["failed_total"] == 2 and "2 stored run(s) failed" in err
+    code, stdout, _ = _main(capsys, "sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
+                            "--lr", "1e300", "--methods", "none", "magnitude", "--sparsities", "0.5",
+                            "--out", str(tmp_path / "s"), "--no-report")
+    assert code == 1 and json.loads(stdout.splitlines()[-1])["skipped"] == 2  # still failed, still non-zero
+
+
+def test_a_bad_sweep_folder_or_data_file_fails_before_any_run(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, err = _main(capsys, "sweep", "--dataset", "synthetic", "--out", str(tmp_path / "file"))
+    assert code == 2 and "is not a folder" in err
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / f"{stem}.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    code, _, err = _main(capsys, "sweep", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+                         "--out", str(tmp_path / "s"), "--workers", "2")
+    assert code == 2 and "train-images-idx3-ubyte.gz" in err and "Traceback" not in err
+    assert list((tmp_path / "s" / "runs").iterdir()) == []
+
+
+# ------------------------------------------------------------------ one sweep per folder
+def test_a_second_sweep_on_a_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    fd = os.open(out / sweeps.LOCK_NAME, os.O_RDWR | os.O_CREAT)  # another process's lock, as flock sees it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 on elsewhere\n")
+        with pytest.raises(sweeps.SweepBusyError, match="pid 4242 on elsewhere"):
+            bp.sweep([BASE], out, progress=False, log=lambda m: None)
+        code, _, err = _main(capsys, "sweep", "--dataset", "synthetic", "--out", str(out))
+        assert code == 2 and "pid 4242" in err
+        assert list((out / "runs").iterdir()) == []
+    finally:
+        os.close(fd)  # released: the sweep may go
+    df = bp.sweep([BASE], out, progress=False, log=lambda m: None)
+    assert df.attrs["stats"]["completed"] == 1
+    assert (out / sweeps.LOCK_NAME).read_text().startswith(f"pid {os.getpid()} ")
+
+
+@pytest.mark.slow
+def test_the_lock_is_held_against_another_real_process(tmp_path):
+    out = tmp_path / "s"
+    with sweeps.sweep_lock(out):
+        p = subprocess.run(_cli_cmd("sweep", "--dataset", "synthetic", "--epochs", "1", "--out", str(out)),
+                           capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == 2 and f"pid {os.getpid()}" in p.stderr and "Traceback" not in p.stderr
+    assert list((out / "runs").iterdir()) == []
+
+
+# ------------------------------------------------------------------ the worker pool
+def _sleep(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.slow
+@linux_only
+def test_a_dead_worker_fails_only_its_task_and_terminate_ends_everything():
+    from bayesprune.pool import PoolStopped, WorkerDied, WorkerPool
+
+    pool = WorkerPool(2)
+    try:
+        long = [pool.submit(_sleep, 600) for _ in range(2)]
+        short = [pool.submit(_sleep, 0.01) for _ in range(3)]
+        victim = _wait_until(lambda: len(pool.busy_pids) == 2 and pool.busy_pids[0], 600, "two busy workers")
+        assert _comm(victim) == "bayesprune-wrk"
+        os.kill(victim, signal.SIGKILL)
+        died = _wait_until(lambda: [f for f in long if f.done()], 600, "the killed worker's task to fail")
+        assert len(died) == 1
+        exc = died[0].exception()
+        assert isinstance(exc, WorkerDied) and "SIGKILL" in str(exc) and str(victim) in str(exc)
+        assert all(f.result(timeout=600) != victim for f in short)  # the others ran, on a new worker
+        assert victim not in pool.worker_pids and len(pool.worker_pids) == 2
+        queued = [pool.submit(_sleep, 600) for _ in range(3)]
+        table = _proc_table()
+        workers = {pid: table[pid][2] for pid in pool.worker_pids}
+    finally:
+        pool.terminate()
+    assert _running(workers) == []
+    unfinished = queued + [f for f in long if f is not died[0]]
+    assert all(f.cancelled() or isinstance(f.exception(), PoolStopped) for f in unfinished)
+    assert sum(f.cancelled() for f in queued) >= 2  # one may have started on the idle worker
+    with pytest.raises(RuntimeError):
+        pool.submit(_sleep, 0)
+
+
+@pytest.mark.slow
+def test_a_worker_exits_when_its_lifeline_closes_without_any_signal():
+    """The portable fallback of PR_SET_PDEATHSIG: the parent's end of a pipe closes, the worker exits (code 1)."""
+    import multiprocessing
+
+    from bayesprune.pool import _worker_main
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    lifeline_r, lifeline_w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_worker_main, args=(child_conn, lifeline_r, os.getpid()), daemon=True)
+    p.start()
+    child_conn.close()
+    lifeline_r.close()
+    try:
+        assert conn.recv()[0] == "ready"
+        conn.send_bytes(pickle.dumps((_sleep, (0.01,), {})))
+        assert conn.recv() == ("ok", p.pid)  # it works ...
+        lifeline_w.close()  # ... until the parent's end goes (as it does when the parent dies)
+        p.join(120)
+        assert p.exitcode == 1  # its own exit, not the kernel's SIGKILL (this thread is alive)
+    finally:
+        if p.is_alive():
+            p.kill()
+
+
+# ------------------------------------------------------------------ a 2-worker sweep under signals
+SWEEP = ["sweep", "--dataset", "digits", "--epochs", "3", "--fcn-hidden", "64", "32", "--bf-samples", "256",
+         "--methods", "random", "magnitude", "bayes-magnitude", "--sparsities", "0.2", "0.4", "0.6", "0.8",
+         "--seeds", "0", "1", "--no-report", "--workers", "2"]
+SWEEP_RUNS = 24
+
+
+def _run_files(out: Path) -> list:
+    return sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []
+
+
+@pytest.mark.slow
+@linux_only
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_stopping_a_two_worker_sweep_stops_everything_and_loses_nothing(tmp_path, sig):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(_cli_cmd(*SWEEP, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), start_new_session=True)
+    try:
+        _wait_until(lambda: len(_run_files(out)) >= 1 or proc.poll() is not None, 600, "the first run")
+        assert proc.poll() is None, "the sweep ended before it could be stopped: " + proc.stderr.read()[-2000:]
+        tree = _descendants(proc.pid)
+        workers = [p for p in tree if _comm(p) == "bayesprune-wrk"]
+        assert len(workers) == 2, {p: _comm(p) for p in tree}
+        n_before = len(_run_files(out))
+        if sig == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        else:
+            os.kill(proc.pid, getattr(signal, sig))
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -9}[sig], stderr[-2000:]
+    if sig != "SIGKILL":
+        assert f"interrupted ({sig})" in stderr and "Traceback" not in stderr
+    # no worker (nor the resource tracker) is left running
+    _wait_until(lambda: _running(tree) == [], 60, f"the workers {list(tree)} to end")
+    # nothing lost, nothing half-written; queued runs were cancelled, not run
+    files = _run_files(out)
+    assert n_before <= len(files) <= n_before + 2 < SWEEP_RUNS
+    for f in files:
+        assert _strict_json(f.read_text())["status"] == "ok"
+    if sig == "SIGKILL":  # run it again: the rest runs, each once, the finished ones are not touched
+        mtimes = {f.name: f.stat().st_mtime_ns for f in files}
+        p = subprocess.run(_cli_cmd(*SWEEP, "--out", str(out)), capture_output=True, text=True, timeout=900,
+                           env=_env())
+        assert p.returncode == 0, p.stderr[-2000:]
+        stats = json.loads(p.stdout.splitlines()[-1])
+        assert stats["skipped"] == len(files) and stats["completed"] == SWEEP_RUNS - len(files)
+        assert len(_run_files(out)) == SWEEP_RUNS
+        assert all((out / "runs" / n).stat().st_mtime_ns == t for n, t in mtimes.items())
+        assert [p.name for p in (out / "runs").iterdir() if p.name.startswith(".")] == []
+
+
+class _Recording(sweeps.SequentialExecutor):
+    def __init__(self):
+        self.keys = []
+
+    def submit(self, fn, config, *args):
+        self.keys.append(bp.RunConfig.from_dict(config).key())
+        return super().submit(fn, config, *args)
+
+
+@pytest.mark.slow
+@linux_only
+def test_a_killed_worker_fails_only_its_run_and_the_next_sweep_runs_it_again(tmp_path):
+    from bayesprune.pool import WorkerPool
+
+    cfg = BASE.replace(dataset="digits", method="magnitude", sparsity=0.5)
+    configs = [cfg.replace(epochs=60, seed=1), cfg.replace(epochs=60, seed=2),  # two long runs first
+               *(cfg.replace(epochs=1, seed=s) for s in (3, 4, 5))]
+    pool = WorkerPool(2)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(df=bp.sweep(
+        configs, tmp_path, executor=pool, progress=False, threads_per_run=1, log=lambda m: None)))
+    try:
+        thread.start()
+        victim = _wait_until(lambda: len(pool.busy_pids) == 2 and pool.busy_pids[0], 600, "two busy workers")
+        os.kill(victim, signal.SIGKILL)
+        thread.join(900)
+    finally:
+        pool.terminate()
+    df = box["df"]
+    stats = df.attrs["stats"]
+    assert stats["failed"] == 1 and stats["completed"] == 4, df[["key", "status", "error"]]
+    lost = df[df.status == "failed"].iloc[0]
+    assert "WorkerDied" in lost["error"] and "SIGKILL" in lost["error"] and str(victim) in lost["error"]
+    assert lost["epochs"] == 60
+    rec = _strict_json((tmp_path / "runs" / f"{lost['key']}.json").read_text())
+    assert rec["worker_lost"] is True and rec["status"] == "failed"
+    # the next sweep runs the lost run again, and only it (no --retry-failed needed)
+    executor = _Recording()
+    again = bp.sweep(configs, tmp_path, executor=executor, progress=False, log=lambda m: None)
+    assert executor.keys == [lost["key"]]
+    assert again.attrs["stats"]["skipped"] == 4 and again.attrs["stats"]["failed_total"] == 0
+    assert (again["status"] == "ok").all() and len(list((tmp_path / "runs").glob("*.json"))) == 5
