@@ -17,7 +17,7 @@ from .bayes import (
     posterior_terms,
 )
 from .config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
-from .data import DatasetNotFoundError, TensorDataset, load_dataset, read_idx
+from .data import DataFileError, DatasetNotFoundError, TensorDataset, load_dataset, read_idx
 from .explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
 from .models import CNN, FCN, build_model, initial_model
 from .plots import plot_curves
@@ -59,7 +59,7 @@ from .training import (
 __version__ = "0.2.0"
 
 __all__ = [
-    "BOUNDS", "CHOICES", "CNN", "DatasetNotFoundError", "FCN", "HISTORY_COLUMNS", "METHODS", "Mask", "OutputError",
+    "BOUNDS", "CHOICES", "CNN", "DataFileError", "DatasetNotFoundError", "FCN", "HISTORY_COLUMNS", "METHODS", "Mask", "OutputError",
     "PAPER_METHODS", "PosteriorRatio", "PosteriorTerms", "PruningSchedule", "RunConfig", "RunFolder", "RunResult",
     "STRATEGIES", "StopTraining", "TensorDataset", "TrainingDiverged", "TrainingInterrupted", "apply_mask",
     "bf_scan", "bf_subset", "bf_terms", "build_model", "compute_mask", "count_weights", "evaluate",

@@ -301,10 +301,13 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 def _describe_bounds(lo, hi, lo_inc, hi_inc, integer: bool) -> str:
     kind = "an integer" if integer else "a finite number"
     parts = []
+    def num(v: float) -> str:
+        return str(int(v)) if integer else f"{v:g}"
+
     if lo is not None:
-        parts.append(f"{'>=' if lo_inc else '>'} {lo:g}")
+        parts.append(f"{'>=' if lo_inc else '>'} {num(lo)}")
     if hi is not None:
-        parts.append(f"{'<=' if hi_inc else '<'} {hi:g}")
+        parts.append(f"{'<=' if hi_inc else '<'} {num(hi)}")
     return f"{kind} " + " and ".join(parts)
 
 

@@ -343,6 +343,19 @@ def stop_executor(executor: Optional[Executor], now: bool) -> None:
         executor.shutdown(wait=not now)
 
 
+def sweep_local(configs: Iterable[RunConfig], out_dir: str | Path, workers: int = 1,
+                threads: Optional[int] = None, **kwargs: Any) -> pd.DataFrame:
+    """:func:`sweep` on ``workers`` local processes, stopped at once (workers ended) on any interrupt."""
+    executor = make_executor(workers)
+    try:
+        df = sweep(configs, out_dir, executor=executor, threads_per_run=threads or default_threads(workers), **kwargs)
+    except BaseException:
+        stop_executor(executor, now=True)
+        raise
+    stop_executor(executor, now=False)
+    return df
+
+
 def default_threads(workers: int) -> int:
     """Threads per run so that ``workers`` runs share this machine's cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -26,6 +26,7 @@ import bayesprune as bp
 from bayesprune import studies
 from bayesprune.fileio import atomic_write_json, atomic_write_text
 from bayesprune.report import markdown_table, save_figure
+from bayesprune.sweeps import sweep_local
 
 
 def main() -> int:
@@ -58,15 +59,8 @@ def main() -> int:
             configs += bp.grid(cmp, ["random", "bayes-random", "magnitude", "bayes-magnitude"], [0.9, 0.99],
                                args.seeds)
     bp.load_dataset(base)
-    from bayesprune.sweeps import default_threads, make_executor
-
     t0 = time.perf_counter()
-    executor = make_executor(args.workers)
-    try:
-        df = bp.sweep(configs, out, executor=executor, threads_per_run=args.threads or default_threads(args.workers))
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    df = sweep_local(configs, out, workers=args.workers, threads=args.threads)
     report(out, df, args, time.perf_counter() - t0)
     return 1 if df.attrs["stats"]["failed_total"] else 0
 

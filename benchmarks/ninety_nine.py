@@ -29,6 +29,7 @@ import bayesprune as bp
 from bayesprune.fileio import atomic_write_json, atomic_write_text
 from bayesprune.report import markdown_table, paper_table1
 from bayesprune.studies import mean_std
+from bayesprune.sweeps import sweep_local
 
 VARIANTS = {
     "baseline": ({}, ["random", "magnitude"]),
@@ -58,15 +59,8 @@ def main() -> int:
             configs.append(cfg)
             label[cfg.key()] = name
     bp.load_dataset(base)
-    from bayesprune.sweeps import default_threads, make_executor
-
     t0 = time.perf_counter()
-    executor = make_executor(args.workers)
-    try:
-        df = bp.sweep(configs, args.out, executor=executor, threads_per_run=args.threads or default_threads(args.workers))
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads)
     ok = df[(df["status"] == "ok") & df["key"].isin(label)].assign(variant=lambda d: d["key"].map(label))
     paper = paper_table1()
     rows = []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import bayesprune as bp
 from bayesprune.fileio import atomic_write_json
+from bayesprune.sweeps import sweep_local
 
 
 def _value(text: str):
@@ -60,14 +61,7 @@ def main() -> int:
     configs = bp.grid(base, methods=args.methods, sparsities=args.sparsities, seeds=args.seeds)
     bp.load_dataset(base)  # fail fast, with the clear message, before starting workers
     t0 = time.perf_counter()
-    from bayesprune.sweeps import default_threads, make_executor
-
-    executor = make_executor(args.workers)
-    try:
-        df = bp.sweep(configs, args.out, executor=executor, threads_per_run=args.threads or default_threads(args.workers))
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads)
     bp.write_report(args.out)
     md = bp.format_table1(bp.summarize(df))
     meta_path = Path(args.out, "meta.json")

@@ -31,7 +31,7 @@ BAD_VALUES = [
     ("bf_samples", 0, ">= 1"),
     ("train_size", 0, ">= 1"),
     ("seed", -1, ">= 0"),
-    ("seed", 2**64, "<= 4.29497e+09"),
+    ("seed", 2**64, "<= 4294967295"),
     ("epochs", 10**9, "<= 100000"),
     ("prune_start_epoch", 0, ">= 1"),
     ("gate", "always", "paper, immediate"),
