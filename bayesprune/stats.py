@@ -179,7 +179,8 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: float =
     """Compare two sets of numbers: mean(a) - mean(b), its t CI, and a verdict in words.
 
     ``paired=True`` when a[i] and b[i] share a seed (the same dense network, data order ...):
-    the CI of the mean of the differences, usually much narrower.  Otherwise Welch's CI.
+    the CI of the mean of the differences, usually much narrower.  Otherwise Welch's CI; a side
+    with a single value is taken as exact (a deterministic method against random masks).
     ``resolution``: the smallest difference that means anything (``1 / n_test`` for accuracy).
     Within the noise: the CI contains 0, or |difference| < resolution.  Without a CI (fewer
     than 2 values or pairs) the verdict says there is no estimate of the noise.
@@ -200,6 +201,11 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: float =
             se = math.sqrt(va + vb)
             dof = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1)) if se > 0 else sa.n + sb.n - 2
             t = t_quantile(max(1, int(math.floor(dof))))
+            lo, hi = mean - t * se, mean + t * se
+        elif max(sa.n, sb.n) >= 2:  # one side is a single, exact value (a deterministic method): one-sample t
+            other = sa if sa.n >= 2 else sb
+            n, se = other.n, other.se
+            t = t_quantile(other.n - 1)
             lo, hi = mean - t * se, mean + t * se
     small = abs(mean) < resolution
     what = f"{na} - {nb} = {sign.format(mean)}"

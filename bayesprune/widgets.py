@@ -141,7 +141,7 @@ class Dashboard:
     """
 
     def __init__(self, base: Optional[RunConfig] = None, fields: Sequence[str] = DEFAULT_FIELDS,
-                 progress_bar: bool = False, redraw_every: float = 2.0, draw_budget: float = 0.1,
+                 progress_bar: bool = False, redraw_every: float = 2.0, draw_budget: float = 0.05,
                  dpi: int = 80):
         import ipywidgets as w
 
@@ -291,8 +291,11 @@ class Dashboard:
         runs.update(current)
         if self._fig is None:
             self._fig = Figure(figsize=(12, 4.2))
+            # fixed margins instead: tight_layout costs one more full draw of the figure
+            self._fig.tight_layout = lambda *a, **k: None
         plot_curves({k: pd.DataFrame(v) if isinstance(v, list) else v for k, v in runs.items()},
                     title=f"{cfg.dataset} / {cfg.model}", beta=cfg.beta if cfg.is_bayesian else None, fig=self._fig)
+        self._fig.subplots_adjust(left=0.05, right=0.95, bottom=0.12, top=0.86, wspace=0.32)
         self.figure.value = render_png(self._fig, self.dpi)
         self.figure.layout.display = ""
         spent = time.perf_counter() - t0
@@ -303,7 +306,7 @@ class Dashboard:
     def _should_draw(self, now: float) -> bool:
         if now - self._last_draw < self.redraw_every:
             return False
-        last_cost = self.draw_seconds / self.draws if self.draws else 0.3
+        last_cost = self.draw_seconds / self.draws if self.draws else 0.5  # a guess until one is measured
         return self._draw_spent + last_cost <= self.draw_budget * (now - self._busy_since)
 
     def train(self, cfg: Optional[RunConfig] = None):

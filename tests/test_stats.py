@@ -53,6 +53,8 @@ def test_difference_paired_welch_and_resolution():
     # below one test image of digits: within the noise even without a spread
     r = stats.difference([0.9444], [0.9430], resolution=1 / 360)
     assert r.within_noise and "one test image is 0.0028" in r.text
+    one = stats.difference([0.95], [0.50, 0.55, 0.60], names=("magnitude", "random"))  # one exact value vs masks
+    assert one.n == 3 and one.ci_low == pytest.approx(0.40 - 4.302653 * 0.05 / 3**0.5) and "magnitude is higher" in one.text
     big = stats.difference([0.95], [0.55], resolution=1 / 360)
     assert not big.within_noise and "no estimate of the noise" in big.text
     with pytest.raises(ValueError, match="paired"):
