@@ -6,12 +6,18 @@ The rule of the house: a spread is printed only where it can be estimated.
 * ``fmt([0.94, 0.95])``       -> ``"0.9450 (n=2: 0.9400, 0.9500)"``  (two values, no spread)
 * ``fmt([0.94])``             -> ``"0.9400 (1 seed)"``
 
-``± 0`` is never printed for fewer than 3 values.  :func:`difference` compares two
-sets of numbers (paired by seed when they share seeds) and says whether the
-difference is *within the noise*: its 95 % CI contains 0, or it is smaller than
-``resolution`` (for test accuracy on ``n`` images, one image is ``1/n``: on
-digits' 360 test images, 0.0028).  With fewer than 2 values a side (or pairs)
-there is no CI, and the verdict says so.
+``± 0`` is never printed: fewer than 3 values get no spread, identical values say
+``all equal``.  :func:`difference` compares two sets of numbers (paired by seed
+when they share seeds) and says whether the difference is *within the noise*:
+its 95 % CI contains 0, or it is smaller than one test image (``1/n_test``: on
+digits' 360 test images, 0.0028).  With one value a side, a CI from the test set
+alone is used when ``n_test`` is given; otherwise the verdict says there is none.
+
+The API: :func:`summarize` -> :class:`Summary`; :func:`fmt`; :func:`table` (a pivot
+of fmt strings); :func:`difference` -> :class:`Difference` (``.text``,
+``.within_noise``); :func:`accuracy_se`; :func:`binomial_lower_bound` and
+:func:`trials_needed` (how many random masks a probability claim needs);
+:func:`t_quantile`.
 
 No SciPy: t quantiles come from the closed-form t distribution of integer degrees
 of freedom, binomial bounds from exact sums.
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -149,6 +155,8 @@ def fmt(values: Numbers, digits: int = 4, spread: str = "se", unit: str = "seed"
     m = f.format(s.mean)
     if s.n == 1:
         return f"{m} (1 {unit})"
+    if s.sd == 0.0:  # nothing varied (e.g. random masks at sparsity 0): say so rather than print "± 0"
+        return f"{m} (n={s.n}, all equal)"
     if s.n == 2:
         return f"{m} (n=2: {f.format(s.values[0])}, {f.format(s.values[1])})"
     if spread == "se":
@@ -174,17 +182,23 @@ class Difference:
         return self.text
 
 
-def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: float = 0.0, digits: int = 4,
-               names: tuple[str, str] = ("a", "b")) -> Difference:
+def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: Optional[float] = None, digits: int = 4,
+               names: tuple[str, str] = ("a", "b"), n_test: Optional[int] = None) -> Difference:
     """Compare two sets of numbers: mean(a) - mean(b), its t CI, and a verdict in words.
 
     ``paired=True`` when a[i] and b[i] share a seed (the same dense network, data order ...):
     the CI of the mean of the differences, usually much narrower.  Otherwise Welch's CI; a side
     with a single value is taken as exact (a deterministic method against random masks).
-    ``resolution``: the smallest difference that means anything (``1 / n_test`` for accuracy).
-    Within the noise: the CI contains 0, or |difference| < resolution.  Without a CI (fewer
-    than 2 values or pairs) the verdict says there is no estimate of the noise.
+    ``resolution``: the smallest difference that means anything (default ``1 / n_test``, one test image).
+    Within the noise: the CI contains 0, or |difference| < resolution.
+
+    With a single value a side there is no seed-to-seed spread.  If the values are accuracies on
+    ``n_test`` images, the CI then comes from the test set alone (binomial, normal approximation):
+    it tells whether the choice of test images could produce the difference, not whether another
+    training seed could.  Without ``n_test`` the verdict says there is no estimate of the noise.
     """
+    if resolution is None:
+        resolution = 1.0 / n_test if n_test else 0.0
     sa, sb = summarize(a), summarize(b)
     na, nb = names
     sign, plain = f"{{:+.{digits}f}}", f"{{:.{digits}f}}"
@@ -210,6 +224,11 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: float =
     small = abs(mean) < resolution
     what = f"{na} - {nb} = {sign.format(mean)}"
     image = f"one test image is {plain.format(resolution)}"
+    where = f"{'paired, ' if paired else ''}n={n}"
+    if math.isnan(lo) and n_test and not paired:  # one value a side: the test set's own sampling noise
+        se = math.sqrt(accuracy_se(sa.mean, n_test) ** 2 + accuracy_se(sb.mean, n_test) ** 2)
+        lo, hi = mean - 1.96 * se, mean + 1.96 * se
+        where = f"test-set noise only, {n_test} images, 1 seed"
     if math.isnan(lo):  # no spread: only the resolution can say anything
         count = f"{n} value{'s' if n != 1 else ''} a side, no spread"
         if small:
@@ -218,7 +237,7 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: float =
         return Difference(mean, se, lo, hi, n, paired, resolution, False,
                           f"{what}: no estimate of the noise ({count}; run more seeds)")
     covers_zero = lo <= 0.0 <= hi
-    ci = f"95 % CI [{sign.format(lo)}, {sign.format(hi)}], {'paired, ' if paired else ''}n={n}"
+    ci = f"95 % CI [{sign.format(lo)}, {sign.format(hi)}], {where}"
     if covers_zero or small:
         reason = "the CI contains 0" if covers_zero else f"smaller than {image}"
         return Difference(mean, se, lo, hi, n, paired, resolution, True, f"{what} ({ci}): within the noise ({reason})")

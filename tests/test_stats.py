@@ -31,8 +31,8 @@ def test_summarize_mean_se_and_ci():
 def test_fmt_never_prints_a_spread_it_cannot_estimate():
     assert stats.fmt([0.9444]) == "0.9444 (1 seed)"
     assert stats.fmt([0.94, 0.95]) == "0.9450 (n=2: 0.9400, 0.9500)"
-    two_equal = stats.fmt([0.95, 0.95])
-    assert "±" not in two_equal and "0.0000" not in two_equal.split("(")[0]
+    assert stats.fmt([0.95, 0.95]) == "0.9500 (n=2, all equal)"
+    assert stats.fmt([0.1] * 5) == "0.1000 (n=5, all equal)"  # never "± 0.0000"
     assert stats.fmt([0.94, 0.95, 0.93]) == "0.9400 ± 0.0058 (se, n=3)"
     assert stats.fmt([0.94, 0.95, 0.93], spread="ci").startswith("0.9400 [0.9152, 0.9648] (95% CI, n=3)")
     assert stats.fmt([1, 2], unit="mask", digits=1) == "1.5 (n=2: 1.0, 2.0)"
@@ -57,6 +57,11 @@ def test_difference_paired_welch_and_resolution():
     assert one.n == 3 and one.ci_low == pytest.approx(0.40 - 4.302653 * 0.05 / 3**0.5) and "magnitude is higher" in one.text
     big = stats.difference([0.95], [0.55], resolution=1 / 360)
     assert not big.within_noise and "no estimate of the noise" in big.text
+    # one value a side, accuracies on 360 images: the test set's own noise gives a CI
+    t = stats.difference([0.80], [0.78], n_test=360)
+    assert t.within_noise and t.resolution == pytest.approx(1 / 360) and "test-set noise only, 360 images" in t.text
+    assert t.se == pytest.approx(math.sqrt(0.8 * 0.2 / 360 + 0.78 * 0.22 / 360))
+    assert not stats.difference([0.95], [0.55], n_test=360).within_noise
     with pytest.raises(ValueError, match="paired"):
         stats.difference([1, 2], [1, 2, 3], paired=True)
 
