@@ -225,7 +225,7 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: Optiona
     what = f"{na} - {nb} = {sign.format(mean)}"
     image = f"one test image is {plain.format(resolution)}"
     where = f"{'paired, ' if paired else ''}n={n}"
-    if math.isnan(lo) and n_test and not paired:  # one value a side: the test set's own sampling noise
+    if math.isnan(lo) and n_test:  # one value (or pair) a side: the test set's own sampling noise
         se = math.sqrt(accuracy_se(sa.mean, n_test) ** 2 + accuracy_se(sb.mean, n_test) ** 2)
         lo, hi = mean - 1.96 * se, mean + 1.96 * se
         where = f"test-set noise only, {n_test} images, 1 seed"
