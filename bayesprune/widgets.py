@@ -334,7 +334,9 @@ class Dashboard:
     def _run(self, cfg: RunConfig):
         from .training import StopTraining, train
 
-        label = _label(cfg)
+        label, n = _label(cfg), 2
+        while label in self.runs:  # the same settings again: keep both runs in the overlay
+            label, n = f"{_label(cfg)} #{n}", n + 1
         rows: list[dict[str, Any]] = []
         try:
             self.progress.max, self.progress.value, self.progress.bar_style = cfg.epochs, 0, "info"

@@ -83,6 +83,9 @@ def test_train_while_running_queues_and_stop_cancels_the_queue():
     dash.raise_if_failed()
     assert list(dash.runs) == ["none (s0)", "magnitude 50% (s0)", "random 50% (s0)"]
     assert all(r.status == "ok" for k, r in dash.results.items() if k != "none (s0)")
+    dash.button.click()  # the same settings again: a second run, not a replaced one
+    dash.raise_if_failed()
+    assert list(dash.runs)[-1] == "random 50% (s0) #2" and len(dash.runs) == 4
 
 
 def test_redraw_policy_follows_the_budget():
