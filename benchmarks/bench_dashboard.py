@@ -1,6 +1,7 @@
 """How much of an auto-train the dashboard spends plotting (notebook 03's auto-train, in a real kernel).
 
     python benchmarks/bench_dashboard.py [--epochs 15] [--methods none magnitude bayes-magnitude]
+    python benchmarks/bench_dashboard.py --dataset mnist --data-dir ../shared/data --epochs 3
 
 Runs the dashboard inside a Jupyter kernel (papermill), so figures are rendered as a student's
 would be, in two ways: *sequential* (click Train, wait, click again: notebook 03's loop) and
@@ -19,7 +20,10 @@ from pathlib import Path
 CELL = '''
 import json, time
 import bayesprune as bp
-base = bp.RunConfig(dataset="digits", epochs=EPOCHS, sparsity=0.9, regrow=True, device="cpu")
+base = bp.RunConfig(dataset=DATASET, epochs=EPOCHS, sparsity=0.9, regrow=True, device="cpu", **EXTRA)
+# warm-up: the first optimizer, the first figure and the fonts cost seconds once per kernel, whatever the widget does
+warm = bp.widgets.Dashboard(base.replace(epochs=1, method="none"))
+warm.train()
 out = {}
 for mode in ("sequential", "queued"):
     dash = bp.widgets.Dashboard(base)
@@ -43,13 +47,17 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=["none", "magnitude", "bayes-magnitude"])
     ap.add_argument("--out", type=Path, default=None, help="write the numbers to this JSON file")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(CELL.replace("EPOCHS", str(args.epochs))
-                                              .replace("METHODS", repr(args.methods)))]
+        extra = {k: v for k, v in (("data_dir", args.data_dir), ("train_size", args.train_size)) if v is not None}
+        nb.cells = [nbformat.v4.new_code_cell(CELL.replace("EPOCHS", str(args.epochs)).replace("DATASET", repr(args.dataset))
+                                              .replace("METHODS", repr(args.methods)).replace("EXTRA", repr(extra)))]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         src, dst = Path(tmp, "bench.ipynb"), Path(tmp, "out.ipynb")
         nbformat.write(nb, src)
@@ -60,7 +68,8 @@ def main() -> None:
         print(f"{mode:10s}: {r['wall_s']:6.1f}s auto-train, {r['draws']} redraws, {r['draw_s']:.1f}s = "
               f"{r['share_of_auto_train']:.1%} plotting")
     if args.out:
-        args.out.write_text(json.dumps({"epochs": args.epochs, "methods": args.methods, **result}, indent=1))
+        args.out.write_text(json.dumps({"dataset": args.dataset, "epochs": args.epochs, "methods": args.methods, **result},
+                                       indent=1))
 
 
 if __name__ == "__main__":
