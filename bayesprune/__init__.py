@@ -4,7 +4,7 @@
     res = bp.train(bp.RunConfig(dataset="digits", method="bayes-magnitude", sparsity=0.9))
 """
 
-from . import theory, tickets, widgets
+from . import stats, theory, tickets, widgets
 from .bayes import (
     PosteriorRatio,
     PosteriorTerms,
@@ -68,6 +68,6 @@ __all__ = [
     "magnitude_mask", "neuron_mask", "paper_table1", "plot_accuracy_vs_sparsity", "plot_curves", "plot_test_curves",
     "posterior_terms", "prunable_parameters", "prune_magnitude", "prune_neurons", "prune_random", "prune_step",
     "pruned_copy", "random_mask", "read_idx", "remove_torch_prune", "results_table", "retrain", "save_run",
-    "sigma_crossover", "sparsity", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
+    "sigma_crossover", "sparsity", "stats", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
     "weight_values", "widgets", "write_report",
 ]

@@ -1,10 +1,12 @@
 """Experiments on the probabilistic theory of pruning (Qian & Klabjan), notebook 05.
 
-The theory: prune a wide enough network (randomly, or by magnitude for FCNs) and,
-with high probability, its outputs stay within epsilon of the original's, if
-the weights are independent.  These helpers measure that empirically: the
-distance between the original and pruned outputs on real inputs, over many
-random masks, so a student sees a *distribution*, not one number.
+What we know of the theory (from the summary in our papers folder): it studies random
+pruning of FCNs and CNNs and magnitude pruning of FCNs, its analysis assumes that the
+original network's weights are independent, and it gives a per-layer upper bound on how
+many weights can be pruned while the error stays within a margin.  These helpers measure
+the corresponding quantities empirically: the distance between the original and pruned
+outputs on real inputs, over many random masks, so a student sees a *distribution*, not
+one number, with diagnostics that tell concentration from collapse.
 
 Distance: the mean over inputs of ||f(x) - f_pruned(x)||_2 / ||f(x)||_2
 (relative, so networks of different widths compare).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -23,6 +26,7 @@ from torch import nn
 
 from .models import CNN, FCN
 from .pruning import apply_mask, compute_mask, prunable_parameters
+from .stats import binomial_lower_bound
 
 
 @torch.inference_mode()
@@ -42,18 +46,78 @@ def pruned_version(
     rescale: bool = False,
     layers: Optional[Sequence[str]] = None,
 ) -> nn.Module:
-    """A pruned copy; ``rescale`` multiplies kept weights by 1/(1-rate) (keeps E[pre-activation])."""
+    """A pruned copy; ``rescale`` multiplies kept weights by 1/(1-rate) (keeps E[pre-activation]).
+
+    ``layers``: prune only these weights (the others stay dense).
+    """
     clone = copy.deepcopy(model)
-    mask = compute_mask(clone, strategy, rate, generator=generator)
-    if layers is not None:
-        mask = type(mask)({k: v for k, v in mask.items() if k in layers})
-    apply_mask(clone, mask)
+    _prune_in_place(clone, strategy, rate, generator, rescale, layers)
+    return clone
+
+
+def _prune_in_place(net: nn.Module, strategy: str, rate: float, generator: Optional[torch.Generator],
+                    rescale: bool, layers: Optional[Sequence[str]]) -> None:
+    params = prunable_parameters(net)
+    skip = () if layers is None else tuple(k for k in params if k not in layers)
+    mask = compute_mask(net, strategy, rate, generator=generator, skip=skip)
+    apply_mask(net, mask)
     if rescale and rate > 0:
-        params = prunable_parameters(clone)
         with torch.no_grad():
             for k in mask:
                 params[k].mul_(1.0 / (1.0 - rate))
-    return clone
+
+
+def output_bias(model: nn.Module) -> torch.Tensor:
+    """The bias of the last prunable layer (zeros if it has none): what a network outputs when its
+    weights carry no signal."""
+    last = list(prunable_parameters(model))[-1].rpartition(".")[0]
+    module = dict(model.named_modules())[last]
+    if getattr(module, "bias", None) is None:
+        return torch.zeros(module.weight.shape[0])
+    return module.bias.detach()
+
+
+@torch.inference_mode()
+def measure_masks(
+    model: nn.Module,
+    x: torch.Tensor,
+    rate: float,
+    n_masks: int = 20,
+    strategy: str = "random",
+    rescale: bool = False,
+    seed: int = 0,
+    layers: Optional[Sequence[str]] = None,
+    max_seconds: Optional[float] = None,
+) -> pd.DataFrame:
+    """One row per mask: ``distance`` (see module doc), ``pruned_norm`` = mean ||f_pruned(x)||, and
+    ``signal_kept`` = mean ||f_pruned(x) - b|| / mean ||f(x) - b||, b the last layer's bias.
+
+    ``signal_kept`` near 0 means the pruned network outputs (almost) its last bias whatever the
+    input: its outputs agree across masks because they have *collapsed*, not concentrated around f.
+    Magnitude pruning is deterministic: one row.  ``max_seconds`` stops drawing masks once that
+    much time has passed (at least one is always drawn), so an interactive caller stays responsive.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = 1 if strategy == "magnitude" else n_masks
+    model.eval()
+    f = model(x)
+    b = output_bias(model).to(f.device)
+    f_signal = float((f - b).norm(dim=1).mean())
+    f_norm = f.norm(dim=1).clamp_min(1e-12)
+    clone = copy.deepcopy(model).eval()
+    src, dst = prunable_parameters(model), prunable_parameters(clone)
+    rows, t0 = [], time.perf_counter()
+    for i in range(n):
+        if i and max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
+        for k in dst:
+            dst[k].copy_(src[k])
+        _prune_in_place(clone, strategy, rate, g, rescale, layers)
+        fp = clone(x)
+        rows.append({"mask": i, "distance": float(((f - fp).norm(dim=1) / f_norm).mean()),
+                     "pruned_norm": float(fp.norm(dim=1).mean()),
+                     "signal_kept": float((fp - b).norm(dim=1).mean()) / max(f_signal, 1e-12)})
+    return pd.DataFrame(rows)
 
 
 def distances_over_masks(
@@ -65,12 +129,10 @@ def distances_over_masks(
     rescale: bool = False,
     seed: int = 0,
     layers: Optional[Sequence[str]] = None,
+    max_seconds: Optional[float] = None,
 ) -> np.ndarray:
     """Output distances for ``n_masks`` independent random masks (magnitude: one, deterministic)."""
-    g = torch.Generator().manual_seed(seed)
-    n = 1 if strategy == "magnitude" else n_masks
-    return np.array([output_distance(model, pruned_version(model, strategy, rate, g, rescale, layers), x)
-                     for _ in range(n)])
+    return measure_masks(model, x, rate, n_masks, strategy, rescale, seed, layers, max_seconds)["distance"].to_numpy()
 
 
 def make_net(kind: str, width: int, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
@@ -82,6 +144,22 @@ def make_net(kind: str, width: int, input_shape: Sequence[int], num_classes: int
     if kind == "cnn":
         return CNN(input_shape, num_classes, channels=(width, 2 * width), hidden=4 * width)
     raise ValueError(f"kind={kind!r} is invalid: allowed fcn, cnn")
+
+
+def shuffled_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy whose every prunable weight tensor has its entries randomly permuted (biases kept).
+
+    Each layer keeps exactly its values (so its scale and distribution), but where they sit is
+    random: the weights become independent of each other and of the data.  The control that
+    separates *what* a trained network learned (its arrangement) from *how big* its weights are.
+    """
+    clone = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for w in prunable_parameters(clone).values():
+            flat = w.detach().flatten()
+            w.copy_(flat[torch.randperm(flat.numel(), generator=g).to(flat.device)].view_as(w))
+    return clone
 
 
 def width_experiment(
@@ -99,18 +177,26 @@ def width_experiment(
 ) -> pd.DataFrame:
     """Distance distribution vs width and rate: one row per (net, mask).
 
-    ``nets`` (width -> model) lets you pass trained networks instead of fresh ones.
+    ``nets`` (width -> model) lets you pass trained networks instead of fresh ones.  Besides the
+    columns of :func:`measure_masks`, each row has the original's ``output_norm`` (mean ||f(x)||)
+    and ``bias_norm`` (||b|| of the last layer).
     """
     rows = []
+    rates = list(rates)
     for width in widths:
         for net_i in range(n_nets):
             net = nets[width] if nets is not None else make_net(kind, width, x.shape[1:], num_classes, seed + net_i)
+            net.eval()
+            with torch.inference_mode():
+                out_norm = float(net(x).norm(dim=1).mean())
+            bias_norm = float(output_bias(net).norm())
             for rate in rates:
                 for strategy in strategies:
                     for rs in rescale:
-                        d = distances_over_masks(net, x, rate, n_masks, strategy, rs, seed=seed + 1000 * net_i)
+                        m = measure_masks(net, x, rate, n_masks, strategy, rs, seed=seed + 1000 * net_i)
                         rows += [{"kind": kind, "width": width, "net": net_i, "rate": rate, "strategy": strategy,
-                                  "rescale": rs, "mask": i, "distance": float(v)} for i, v in enumerate(d)]
+                                  "rescale": rs, "output_norm": out_norm, "bias_norm": bias_norm, **r}
+                                 for r in m.to_dict(orient="records")]
     return pd.DataFrame(rows)
 
 
@@ -120,27 +206,42 @@ def max_prunable_fraction(
     epsilon: float,
     delta: float,
     rates: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)),
-    n_masks: int = 20,
+    n_masks: int = 60,
     strategy: str = "random",
     rescale: bool = True,
     seed: int = 0,
+    confidence: float = 0.95,
 ) -> pd.DataFrame:
-    """Per layer (the others untouched): the largest rate with P(distance <= epsilon) >= 1 - delta.
+    """Per layer (the others untouched): the largest rate *shown* to keep the output within epsilon
+    with probability at least 1 - delta.
 
-    Estimated from ``n_masks`` masks per rate; also returns that empirical probability.
+    At each rate (in increasing order, stopping at the first that fails) ``n_masks`` masks are drawn
+    and ``within`` of them keep the distance <= epsilon.  A rate is shown when the one-sided
+    Clopper-Pearson lower bound on P(distance <= epsilon), at ``confidence``, is >= 1 - delta: a
+    point estimate from a few masks is not evidence.  With all masks within, the bound is
+    (1 - confidence)**(1/n): fewer than ``stats.trials_needed(1 - delta, confidence)`` masks can
+    never show anything, and every layer gets 0.
+
+    Columns: ``max_fraction`` (0.0 if no rate was shown), ``within``/``masks``, ``p_hat`` and
+    ``p_lower`` at that rate (NaN if none was shown: nothing is claimed where nothing was shown),
+    and ``refused_rate``/``refused_p_hat``/``refused_p_lower``: the first rate that failed (NaN if
+    every rate passed).
     """
     rows = []
-    for layer in prunable_parameters(model):
-        best, best_p = 0.0, 1.0
+    params = prunable_parameters(model)
+    for layer in params:
+        best = {"max_fraction": 0.0, "within": math.nan, "p_hat": math.nan, "p_lower": math.nan}
+        refused = {"refused_rate": math.nan, "refused_p_hat": math.nan, "refused_p_lower": math.nan}
         for rate in sorted(rates):
             d = distances_over_masks(model, x, rate, n_masks, strategy, rescale, seed, layers=[layer])
-            p_ok = float((d <= epsilon).mean())
-            if p_ok >= 1.0 - delta:
-                best, best_p = rate, p_ok
+            k = int((d <= epsilon).sum())
+            lower = binomial_lower_bound(k, len(d), confidence)
+            if lower >= 1.0 - delta:
+                best = {"max_fraction": float(rate), "within": k, "p_hat": k / len(d), "p_lower": lower}
             else:
+                refused = {"refused_rate": float(rate), "refused_p_hat": k / len(d), "refused_p_lower": lower}
                 break
-        rows.append({"layer": layer, "weights": int(prunable_parameters(model)[layer].numel()),
-                     "max_fraction": best, "p_within_epsilon": best_p})
+        rows.append({"layer": layer, "weights": int(params[layer].numel()), "masks": n_masks, **best, **refused})
     return pd.DataFrame(rows)
 
 

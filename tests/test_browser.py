@@ -1,5 +1,7 @@
 """The dashboard driven the way a student drives it: real JupyterLab, real Chromium.
 
+Train with two changed controls, then a long run ended with the Stop button.
+
 Needs Debian's Chromium (/usr/bin/chromium) and Python Playwright; `.ci/run` installs
 both and sets BAYESPRUNE_REQUIRE_BROWSER=1 so that CI fails rather than skips.
 The screenshot after training is kept in ``test-artifacts/dashboard.png``.
@@ -157,9 +159,31 @@ def test_student_trains_from_the_dashboard(jupyterlab):
             error_texts = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
             dashboard.screenshot(path=str(ARTIFACTS / "dashboard.png"))
             page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+
+            # Stop: a long run, stopped by the button while it trains. The kernel must handle the click between
+            # two epochs (the dashboard trains in a background thread), and the trained epochs must be kept.
+            epochs = page.locator(".widget-slider", has=page.locator("label", has_text="epochs")).locator(".widget-readout")
+            epochs.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type("100")
+            page.keyboard.press("Enter")
+            expect(epochs).to_have_text("100", timeout=10_000)
+            stop = page.locator(".jupyter-widgets button", has_text="Stop")
+            expect(stop).to_be_disabled()
+            train.click()
+            expect(status).to_contain_text(re.compile(r"epoch [2-9]\d*/100"), timeout=120_000)
+            expect(stop).to_be_enabled()
+            stop.click()
+            expect(status).to_contain_text(re.compile(r"stopped after epoch|error"), timeout=120_000)
+            stopped_text = status.inner_text()
+            expect(stop).to_be_disabled(timeout=30_000)
+            expect(train).to_be_enabled()
+            dashboard.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
         finally:
             browser.close()
     assert "bayes-magnitude 80%" in text and "final test accuracy" in text and "sparsity" in text, text
     assert "0.800" in text, text  # the slider change reached the run: final sparsity 0.800
+    m = re.search(r"stopped after epoch (\d+) of 100", stopped_text)
+    assert m and 2 <= int(m.group(1)) < 100 and "kept" in stopped_text, stopped_text
     assert not error_texts, error_texts
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

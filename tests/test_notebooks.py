@@ -1,7 +1,18 @@
-"""Execute every notebook with papermill (small parameters) and check what it computed."""
+"""Execute every notebook with papermill (small parameters) and check what it computed.
+
+Also: every notebook opens with the same set-up cell (one install source, named once, the
+README's), an "Open in Colab" badge that points at the same repository, and exercise cells
+(tagged ``exercise``) whose answers land in the results JSON.  The widget notebooks run a
+second time with Colab's ipywidgets 7.7 on the kernel's path.
+"""
 
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -9,15 +20,33 @@ import pytest
 
 pytestmark = pytest.mark.notebook
 
-NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
+#: The notebook whose set-up cell is the reference (all others must match it exactly).
+SETUP_REFERENCE = "01_pruning_basics.ipynb"
+#: Notebooks still to receive the shared set-up cell and badge (teaching-fixes issue): remove a name once its
+#: notebook has them; the strict xfail then fails as a reminder if a name is left here too long.
+PENDING_SETUP = {"02_bayes_factor.ipynb", "03_bayesian_pruning_dashboard.ipynb", "04_sparsity_sweep.ipynb"}
+#: Notebooks with widgets: run again with ipywidgets 7.7 (Colab's) on the kernel's path.
+WIDGET_NOTEBOOKS = ["03_bayesian_pruning_dashboard.ipynb", "05_probabilistic_pruning_theory.ipynb"]
 
 
 def _check_01(r, p):
-    assert 0.5 < r["dense_test_acc"] <= 1.0
-    one = {(x["strategy"], x["target"]): x for x in r["one_shot"]}
-    assert one[("magnitude", 0.9)]["test_acc"] >= one[("random", 0.9)]["test_acc"]
-    assert abs(one[("magnitude", 0.9)]["measured_sparsity"] - 0.9) < 0.005
+    assert 0.5 < r["dense_test_acc"] <= 1.0 and r["n_test"] == 360
+    one = {}
+    for x in r["one_shot"]:
+        one.setdefault((x["strategy"], x["target"]), []).append(x)
+    mag90, rand90 = one[("magnitude", 0.9)][0], one[("random", 0.9)]
+    assert len(rand90) == 5 and len(one[("magnitude", 0.9)]) == 1  # random: a distribution over masks
+    assert mag90["test_acc"] >= max(x["test_acc"] for x in rand90)
+    assert abs(mag90["measured_sparsity"] - 0.9) < 0.005
+    assert r["verdicts"]["0.9"]["within_noise"] is False and r["verdicts"]["0.9"]["mean"] > 0  # what the text says
+    # neuron pruning keeps the output layer (the classes): its sparsity is below the target, never above
+    for (strategy, target), rows in one.items():
+        if strategy == "neuron" and target > 0:
+            assert rows[0]["measured_sparsity"] < target
+    assert r["classes_deleted"]["0.5"] >= 1  # what pruning the output layer's neurons would do
     for row in r["retrain"]:
         assert abs(row["sparsity_after_retrain"] - row["sparsity"]) < 0.005  # masks held through retraining
     assert r["torch_prune_same"] is True
@@ -63,13 +92,19 @@ def _check_05(r, p):
     fcn = pd.DataFrame(r["fcn"])
     assert set(fcn["width"]) == set(p["widths"]) and set(fcn["rate"]) == set(p["rates"])
     assert fcn.groupby(["width", "rate", "rescale"]).size().min() == p["n_masks"]
-    assert (fcn["distance"] > 0).all()
+    assert (fcn["distance"] > 0).all() and (fcn["signal_kept"] > 0).all()
+    # without rescaling the pruned output keeps less of the signal than with it: the collapse diagnostic works
+    kept = fcn.groupby("rescale")["signal_kept"].mean()
+    assert kept[False] < kept[True]
     assert set(pd.DataFrame(r["cnn"])["width"]) == set(p["cnn_widths"])
     bound = pd.DataFrame(r["bound"])
     assert list(bound["layer"]) == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert ((bound["max_fraction"] >= 0) & (bound["max_fraction"] < 1)).all()
-    assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh (independent)", "trained (correlated)"}
-    assert len(r["widget"]) == 30
+    shown = bound["max_fraction"] > 0  # a probability is reported only where a rate was shown, and then it is enough
+    assert bound.loc[~shown, "p_hat"].isna().all() and (bound.loc[shown, "p_lower"] >= 1 - p.get("delta", 0.1)).all()
+    assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh", "trained", "trained, shuffled"}
+    assert 1 <= len(r["widget"]) <= p["explorer_masks"] and "mask" in r["widget_status"]
+    assert isinstance(r["findings"]["fcn_collapse"], bool)
 
 
 def _check_06(r, p):
@@ -79,9 +114,20 @@ def _check_06(r, p):
     assert set(t["start"]) == {"rewind", "reinit", "finetune"}
     assert len(t) == len(p["seeds"]) * len(p["sparsities"]) * 3
     assert ((t["measured_sparsity"] - t["sparsity"]).abs() < 0.01).all()  # masks held through retraining
+    assert set(r["best_at"]) == {str(s) for s in p["sparsities"]}
     g = pd.DataFrame(r["gate"])
-    assert set(g["mask"]) == {"bayes-gated mask", "one-shot magnitude mask"}
-    assert ((g["jaccard_kept"] > 0) & (g["jaccard_kept"] <= 1)).all()
+    assert len(g) == len(p["seeds"]) * len(p["gate_sigmas"])
+    assert ((g["accepted"] >= 0) & (g["accepted"] <= g["proposals"])).all()
+    pruned = g[g["gate_sparsity"] > 0]
+    # the run ended where the gate said, and the plain mask it is compared with has that same sparsity
+    assert ((pruned["measured_sparsity"] - pruned["gate_sparsity"]).abs() < 0.01).all()
+    assert ((pruned["one-shot_ticket_sparsity"] - pruned["gate_sparsity"]).abs() < 0.01).all()
+    assert ((pruned["gated_ticket_sparsity"] - pruned["gate_sparsity"]).abs() < 0.01).all()
+    assert ((pruned["jaccard_kept"] > 0) & (pruned["jaccard_kept"] <= 1)).all()
+    for sigma, f in r["gate_findings"].items():
+        assert f["decided_something"] == bool((g[g["sigma"] == float(sigma)]["accepted"] <
+                                               g[g["sigma"] == float(sigma)]["proposals"]).any())
+    assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
 
 
 SMALL = {
@@ -92,8 +138,10 @@ SMALL = {
                                              "compare_methods": ["none", "bayes-magnitude"]}, _check_03),
     "04_sparsity_sweep.ipynb": ({"epochs": 1, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
     "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
-                                               "n_masks": 4, "trained_epochs": 1}, _check_05),
-    "06_lottery_tickets.ipynb": ({"epochs": 2, "sparsities": [0.5, 0.9], "seeds": [0]}, _check_06),
+                                               "n_masks": 4, "n_nets": 2, "trained_epochs": 1, "bound_masks": 30,
+                                               "explorer_masks": 5}, _check_05),
+    "06_lottery_tickets.ipynb": ({"epochs": 2, "sparsities": [0.5, 0.9], "seeds": [0], "gate_target": 0.9,
+                                  "gate_sigmas": [0.03, 0.2]}, _check_06),
 }
 
 
@@ -115,17 +163,143 @@ def test_notebook_is_committed_clean(name):
     assert "what you will learn" in text and "summary" in text and "exercises" in text
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_under_papermill(name, tmp_path):
+def _execute(name, tmp_path, env=None):
+    """Run a notebook with its small parameters; returns (results, params, executed notebook)."""
     import papermill as pm
 
     params, check = SMALL[name]
     params = dict(params, dataset="digits", results_path=str(tmp_path / "results.json"))
     if name.startswith("04"):
         params["out_dir"] = str(tmp_path / "sweep")
+    old = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})  # the kernel inherits this process's environment
     try:
         pm.execute_notebook(str(NB_DIR / name), str(tmp_path / name), parameters=params, kernel_name="python3",
                             cwd=str(tmp_path), progress_bar=False)
     except pm.PapermillExecutionError as exc:  # the failing cell's own error, not papermill's wrapper
         pytest.fail(f"{name}: cell {exc.exec_count} raised {exc.ename}: {exc.evalue}\n{''.join(exc.traceback[-3:])}")
-    check(json.loads((tmp_path / "results.json").read_text()), params)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    results = json.loads((tmp_path / "results.json").read_text())
+    check(results, params)
+    return results, params, nbformat.read(tmp_path / name, as_version=4)
+
+
+def _outputs_text(nb) -> str:
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            out.append(o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", ""))
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_under_papermill(name, tmp_path):
+    results, _, executed = _execute(name, tmp_path)
+    exercises = [c for c in executed.cells if "exercise" in c.metadata.get("tags", [])]
+    for c in exercises:  # every exercise cell ran, without an error, and its answer was recorded
+        assert not any(o.get("output_type") == "error" for o in c.get("outputs", []))
+    if exercises:
+        assert len(results["exercises"]) == len(exercises), "every exercise cell records its answer"
+    if name not in PENDING_SETUP:  # the kernel imported this checkout's bayesprune, not another one
+        assert f"({ROOT / 'bayesprune'})" in _outputs_text(executed)
+
+
+# ------------------------------------------------------------------ set-up cell, badge, exercises
+def _first_code_cell(name) -> str:
+    nb = nbformat.read(NB_DIR / name, as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def _source_of(setup: str) -> str:
+    found = re.findall(r'^BAYESPRUNE_SOURCE = "([^"]+)"', setup, flags=re.M)
+    assert len(found) == 1, "the set-up cell names the install source exactly once"
+    return found[0]
+
+
+def _repo_and_branch(source: str) -> tuple[str, str]:
+    m = re.fullmatch(r"git\+https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?@([\w./-]+)", source)
+    assert m, f"BAYESPRUNE_SOURCE={source!r} is not git+https://github.com/OWNER/REPO.git@BRANCH"
+    return m.group(1), m.group(2)
+
+
+def _pending(name):
+    return pytest.mark.xfail(strict=True, reason="set-up cell and badge still to be added (teaching-fixes issue)")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_pending(n)) if n in PENDING_SETUP else n for n in NOTEBOOKS])
+def test_every_notebook_has_the_same_setup_cell_and_a_colab_badge(name):
+    setup = _first_code_cell(name)
+    assert setup == _first_code_cell(SETUP_REFERENCE), f"{name}: the set-up cell differs from {SETUP_REFERENCE}'s"
+    repo, branch = _repo_and_branch(_source_of(setup))
+    nb = nbformat.read(NB_DIR / name, as_version=4)
+    first_md = next(c.source for c in nb.cells if c.cell_type == "markdown")
+    badge = f"https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{name}"
+    assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({badge})" in first_md, \
+        f"{name}: no Open in Colab badge pointing at {badge}"
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    if re.search(r'^dataset = ', params, flags=re.M):  # notebooks that can load MNIST expose the download
+        assert re.search(r"^download = (True|False)", params, flags=re.M), f"{name}: no download parameter"
+
+
+@pytest.mark.xfail(strict=True, reason="README update pending: the README must name the set-up cell's source")
+def test_readme_names_the_same_install_source():
+    source = _source_of(_first_code_cell(SETUP_REFERENCE))
+    assert source in (ROOT / "README.md").read_text(), f"the README does not name {source}"
+
+
+def _run_setup(tmp_path, source, extra_env=None):
+    """The set-up cell's install branch, run in a fresh interpreter that cannot see bayesprune."""
+    setup = _first_code_cell(SETUP_REFERENCE)
+    install = setup[:setup.index("import ipywidgets, torch")]  # the part that installs; the imports follow it
+    shim = ("import importlib.util\n_find = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda n, *a: None if n == 'bayesprune' else _find(n, *a)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(BAYESPRUNE_SOURCE=source, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **(extra_env or {}))
+    return subprocess.run([sys.executable, "-c", shim + install], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+
+
+def test_setup_cell_says_clearly_when_the_install_fails(tmp_path):
+    out = _run_setup(tmp_path, str(tmp_path / "no-such-checkout"))
+    assert out.returncode != 0
+    assert "installing bayesprune from" in out.stdout
+    assert "RuntimeError: could not install bayesprune from" in out.stderr and "README" in out.stderr
+
+
+@pytest.mark.slow
+def test_setup_cell_installs_from_the_source_it_names(tmp_path):
+    # A copy of this repository stands in for the address (GitHub cannot be reached from CI); the package goes
+    # into a target folder, so nothing of the running environment changes.
+    src = tmp_path / "checkout"
+    shutil.copytree(ROOT / "bayesprune", src / "bayesprune", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / f, src / f)
+    target = tmp_path / "target"
+    out = _run_setup(tmp_path, str(src), {"PIP_TARGET": str(target), "PIP_NO_DEPS": "1", "PIP_NO_BUILD_ISOLATION": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (target / "bayesprune" / "stats.py").exists()
+
+
+# ------------------------------------------------------------------ Colab's ipywidgets 7.7
+def _ipywidgets7():
+    path = Path(os.environ.get("BAYESPRUNE_IPYWIDGETS7", ROOT / ".venv-ci" / "ipywidgets7"))
+    if (path / "ipywidgets").is_dir():
+        return path
+    why = f"no ipywidgets 7.7 in {path} (pip install --target {path} --no-deps 'ipywidgets==7.7.*' ipython_genutils)"
+    if os.environ.get("BAYESPRUNE_REQUIRE_IPYWIDGETS7") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.mark.parametrize("name", WIDGET_NOTEBOOKS)
+def test_widget_notebooks_run_with_ipywidgets_7(name, tmp_path):
+    path = _ipywidgets7()
+    pythonpath = os.pathsep.join([str(path), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    _, _, executed = _execute(name, tmp_path, env={"PYTHONPATH": pythonpath})
+    if name not in PENDING_SETUP:  # the set-up cell prints the version the kernel imported
+        assert "ipywidgets 7.7" in _outputs_text(executed)

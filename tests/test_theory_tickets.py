@@ -52,12 +52,47 @@ def test_width_experiment_rows_and_magnitude_beats_random_on_average(digits):
 def test_max_prunable_fraction_is_monotone_in_epsilon(digits):
     net = theory.make_net("fcn", 32, (1, 8, 8), 10, seed=0)
     x = digits.x_test[:64]
-    tight = theory.max_prunable_fraction(net, x, epsilon=0.01, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=5)
-    loose = theory.max_prunable_fraction(net, x, epsilon=10.0, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=5)
+    n = bp.stats.trials_needed(0.8)  # 14 masks, all within, show P >= 0.8 at 95 %
+    tight = theory.max_prunable_fraction(net, x, epsilon=0.01, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=n)
+    loose = theory.max_prunable_fraction(net, x, epsilon=10.0, delta=0.2, rates=(0.1, 0.3, 0.5, 0.7), n_masks=n)
     assert list(tight["layer"]) == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert (loose["max_fraction"] >= tight["max_fraction"]).all()
-    assert (loose["max_fraction"] == 0.7).all()
+    assert (loose["max_fraction"] == 0.7).all() and (loose["p_lower"] >= 0.8).all() and (loose["within"] == n).all()
+    assert loose["refused_rate"].isna().all()
     assert theory.hoeffding_masks(0.05, 0.05) == int(np.ceil(np.log(40) / 0.005))
+
+
+def test_max_prunable_fraction_claims_nothing_it_did_not_show(digits):
+    net = theory.make_net("fcn", 32, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:64]
+    # 5 masks can never show P >= 0.8 (the best lower bound is 0.05 ** (1/5) = 0.55): nothing is claimed
+    few = theory.max_prunable_fraction(net, x, epsilon=10.0, delta=0.2, rates=(0.1, 0.5), n_masks=5)
+    assert (few["max_fraction"] == 0.0).all() and few["p_hat"].isna().all() and few["p_lower"].isna().all()
+    assert (few["refused_rate"] == 0.1).all() and (few["refused_p_hat"] == 1.0).all()
+    assert list(few["refused_p_lower"]) == pytest.approx([0.05 ** 0.2] * 3)
+
+
+def test_measure_masks_tells_collapse_from_concentration(digits):
+    net = theory.make_net("fcn", 256, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:64]
+    plain = theory.measure_masks(net, x, 0.95, n_masks=3, rescale=False)
+    assert list(plain.columns) == ["mask", "distance", "pruned_norm", "signal_kept"] and len(plain) == 3
+    # without rescaling almost nothing of the input-dependent output is left: f_pruned ~ the last bias
+    assert (plain["signal_kept"] < 0.2).all()
+    assert plain["pruned_norm"].mean() == pytest.approx(float(theory.output_bias(net).norm()), rel=0.3)
+    np.testing.assert_allclose(theory.distances_over_masks(net, x, 0.95, 3), plain["distance"])
+    assert len(theory.measure_masks(net, x, 0.5, n_masks=50, max_seconds=0.0)) == 1  # the time cap stops early
+    assert len(theory.measure_masks(net, x, 0.5, strategy="magnitude")) == 1
+
+
+def test_shuffled_weights_keep_each_layers_values_but_not_their_places():
+    net = theory.make_net("fcn", 16, (1, 8, 8), 10, seed=0)
+    shuf = theory.shuffled_weights(net, seed=1)
+    for k, w in bp.prunable_parameters(net).items():
+        s = bp.prunable_parameters(shuf)[k]
+        torch.testing.assert_close(s.flatten().sort().values, w.flatten().sort().values)
+        assert not torch.equal(s, w)
+    torch.testing.assert_close(shuf.fc1.bias, net.fc1.bias)
 
 
 def test_initial_model_is_what_train_starts_from():

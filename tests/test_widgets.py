@@ -1,9 +1,17 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 import bayesprune as bp
 
 widgets = pytest.importorskip("ipywidgets")
-from bayesprune.widgets import ConfigControls, Dashboard  # noqa: E402
+from bayesprune.widgets import ConfigControls, Dashboard, DistanceExplorer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_controls_come_from_the_config_rules():
@@ -29,22 +37,81 @@ def test_dashboard_trains_and_overlays_runs():
     dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=2, fcn_hidden=(16, 8)), redraw_every=0.0)
     dash.form.set(method="none", epochs=2)
     dash.button.click()
-    dash.raise_if_failed()
+    dash.raise_if_failed()  # waits for the background run
     dash.form.set(method="bayes-magnitude", sparsity=0.8)
     dash.button.click()
     dash.raise_if_failed()
     assert len(dash.runs) == 2 and dash.progress.value == 2
     assert "final test accuracy" in dash.status.value
     assert abs(dash.last_result.final_sparsity - 0.8) <= 0.005
-    assert dash.draws >= 2
+    assert dash.draws >= 2 and dash.figure.value[:8] == b"\x89PNG\r\n\x1a\n" and dash.figure.layout.display == ""
+    assert not dash.running and dash.stop_button.disabled and 0 < dash.draw_fraction < 1
+
+
+def test_stop_ends_the_run_after_the_current_epoch_and_keeps_it():
+    dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=500, fcn_hidden=(8,), method="bayes-magnitude",
+                                  sparsity=0.5), draw_budget=0.0)
+    dash.button.click()  # returns at once: the run goes on in a background thread
+    assert dash.running and not dash.stop_button.disabled
+    dash.stop_button.click()  # what a click in the browser does, between two epochs
+    result = dash.wait(timeout=120)
+    dash.raise_if_failed()
+    assert not dash.running, "the run did not stop"
+    assert result.status == "stopped" and 1 <= len(result.history) < 500
+    assert list(dash.runs) == ["bayes-magnitude 50% (s0)"] and dash.results["bayes-magnitude 50% (s0)"] is result
+    assert "stopped after epoch" in dash.status.value and "kept" in dash.status.value
+    assert dash.progress.bar_style == "warning" and dash.stop_button.disabled and not dash.button.disabled
+    assert dash.draws == 1  # the stopped run's curves are drawn once, at the end
+    assert abs(result.final_sparsity - 0.5) <= 0.01  # what was trained is the model that is kept
+
+
+def test_train_while_running_queues_and_stop_cancels_the_queue():
+    dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=400, fcn_hidden=(8,), method="none"), draw_budget=0.0)
+    dash.button.click()
+    dash.form.set(method="magnitude", epochs=2)
+    dash.button.click()  # queued: it starts when the first run ends
+    dash.form.set(method="random", epochs=2)
+    dash.button.click()
+    assert dash.queued >= 1
+    dash.stop()
+    dash.wait(timeout=120)
+    assert list(dash.runs) == ["none (s0)"] and dash.last_result.status == "stopped" and dash.queued == 0
+    dash.form.set(method="magnitude", sparsity=0.5)
+    dash.button.click()
+    dash.form.set(method="random")
+    dash.button.click()
+    dash.raise_if_failed()
+    assert list(dash.runs) == ["none (s0)", "magnitude 50% (s0)", "random 50% (s0)"]
+    assert all(r.status == "ok" for k, r in dash.results.items() if k != "none (s0)")
+    dash.button.click()  # the same settings again: a second run, not a replaced one
+    dash.raise_if_failed()
+    assert list(dash.runs)[-1] == "random 50% (s0) #2" and len(dash.runs) == 4
+
+
+def test_redraw_policy_follows_the_budget():
+    cfg = bp.RunConfig(dataset="synthetic", epochs=6, fcn_hidden=(8,), method="none")
+    every = Dashboard(cfg, redraw_every=0.0, draw_budget=1e9)
+    every.train()
+    assert every.draws == 6  # every epoch
+    final_only = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0)
+    final_only.train()
+    assert final_only.draws == 1 and len(final_only.runs) == 1
+    queue = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0)
+    for method in ("none", "magnitude", "random"):
+        queue.form.set(method=method)
+        queue.button.click()
+    queue.wait()
+    assert len(queue.runs) == 3 and queue.draws <= 3
 
 
 def test_dashboard_shows_errors_instead_of_swallowing_them(tmp_path):
     dash = Dashboard(bp.RunConfig(dataset="mnist", data_dir=str(tmp_path), epochs=1))
     dash.button.click()
+    dash.wait()
     assert isinstance(dash.last_error, bp.DatasetNotFoundError)
     assert "error" in dash.status.value and "not found" in dash.status.value
-    assert dash.progress.bar_style == "danger" and not dash.button.disabled
+    assert dash.progress.bar_style == "danger" and not dash.button.disabled and not dash.running
+    assert "DatasetNotFoundError" in "".join(o.get("text", "") for o in dash.errors.outputs)
     with pytest.raises(RuntimeError, match="last training run failed"):
         dash.raise_if_failed()
 
@@ -59,3 +126,67 @@ def test_error_inside_the_epoch_callback_is_shown(monkeypatch):
     dash.train()
     assert isinstance(dash.last_error, ZeroDivisionError)
     assert "plot failed" in dash.status.value
+
+
+@pytest.fixture(scope="module")
+def digits_x():
+    return bp.load_dataset(bp.RunConfig(dataset="digits")).x_test[:64]
+
+
+def test_explorer_recomputes_once_per_release_and_says_so(digits_x):
+    ex = DistanceExplorer(digits_x, 10, width=16, masks=5)
+    for name in ("width", "rate", "masks"):
+        assert ex.controls[name].continuous_update is False  # no recompute per intermediate slider value
+    assert max(ex.controls["width"].options) <= 1024
+    d = ex.compute()
+    assert len(d) == 5 and ex.computes == 1 and "5 masks" in ex.status.value and ex.image.value[:4] == b"\x89PNG"
+    ex.controls["rate"].value = 0.3  # one release = one recompute
+    assert ex.computes == 2 and ex.last["distance"].size == 5
+    ex.set(width=32, rate=0.5, masks=4)  # several controls, one recompute
+    assert ex.computes == 3 and len(ex.last) == 4
+    assert not any(c.disabled for c in ex.controls.values())  # "computing…" is over
+
+
+def test_explorer_time_cap_keeps_an_update_short(digits_x):
+    ex = DistanceExplorer(digits_x, 10, width=16, masks=200, max_seconds=0.0)
+    d = ex.compute()
+    assert len(d) == 1 and "time cap: 1 of 200 masks" in ex.status.value
+
+
+def ipywidgets7_dir():
+    """The folder holding ipywidgets 7.7 (Colab's version) for the compatibility tests, or skip.
+
+    `.ci/run` installs it with ``pip install --target .venv-ci/ipywidgets7 --no-deps "ipywidgets==7.7.*"
+    ipython_genutils`` and sets BAYESPRUNE_REQUIRE_IPYWIDGETS7=1, so in CI a missing folder fails.
+    """
+    path = Path(os.environ.get("BAYESPRUNE_IPYWIDGETS7", ROOT / ".venv-ci" / "ipywidgets7"))
+    if (path / "ipywidgets").is_dir():
+        return path
+    why = f"no ipywidgets 7.7 in {path} (pip install --target {path} --no-deps 'ipywidgets==7.7.*' ipython_genutils)"
+    if os.environ.get("BAYESPRUNE_REQUIRE_IPYWIDGETS7") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def test_widgets_work_with_ipywidgets_7():
+    path = ipywidgets7_dir()
+    code = textwrap.dedent("""
+        import ipywidgets, bayesprune as bp
+        from bayesprune.widgets import Dashboard, DistanceExplorer
+        assert ipywidgets.__version__.startswith("7.7"), ipywidgets.__version__
+        dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=300, fcn_hidden=(8,)), draw_budget=0.0)
+        dash.widget()
+        dash.button.click(); dash.stop_button.click(); r = dash.wait(120); dash.raise_if_failed()
+        assert r.status == "stopped" and dash.figure.value[:4] == b"\\x89PNG", r.status
+        dash.form.set(method="random", epochs=2); dash.button.click(); dash.raise_if_failed()
+        assert len(dash.runs) == 2
+        x = bp.load_dataset(bp.RunConfig(dataset="digits")).x_test[:32]
+        ex = DistanceExplorer(x, 10, width=16, masks=3); ex.widget()
+        ex.controls["rate"].value = 0.3
+        assert ex.computes == 1 and len(ex.last) == 3
+        print("ok", ipywidgets.__version__)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]), MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().startswith("ok 7.7")
