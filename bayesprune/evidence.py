@@ -110,50 +110,75 @@ class EvidenceTerms:
 
 
 # ------------------------------------------------------------------ log-determinants
-class _KronBlock:
-    """One weight's M = G (x) A + delta I, held as eigendecompositions (float64)."""
+class _Factor:
+    """A symmetric PSD matrix (float64) with its spectrum computed lazily and once.
 
-    def __init__(self, G: torch.Tensor, A: torch.Tensor):
-        g, Q_G = torch.linalg.eigh(G)
-        a, Q_A = torch.linalg.eigh(A)
-        self.g, self.a = g.clamp_min(0.0), a.clamp_min(0.0)  # a GGN is PSD; drop rounding noise
-        self.QG2, self.QA2 = Q_G.square(), Q_A.square()
-        self.diag = torch.outer(G.diagonal(), A.diagonal()).clamp_min(0.0)  # diag(G (x) A)
+    Eigenvalues come from ``eigvalsh`` (a third of the cost of ``eigh``) and are the only ones
+    ever used, so a value never depends on whether eigenvectors were asked for; the squared
+    eigenvectors (``eigh``) are needed only where a mask cuts through a Kronecker block.
+    """
+
+    def __init__(self, M: torch.Tensor):
+        self.M = 0.5 * (M + M.T)
+        self._values: Optional[torch.Tensor] = None
+        self._vectors2: Optional[torch.Tensor] = None
+
+    @property
+    def values(self) -> torch.Tensor:
+        if self._values is None:
+            self._values = torch.linalg.eigvalsh(self.M).clamp_min(0.0)  # a GGN is PSD: drop rounding noise
+        return self._values
+
+    @property
+    def vectors2(self) -> torch.Tensor:
+        if self._vectors2 is None:
+            self._vectors2 = torch.linalg.eigh(self.M).eigenvectors.square()
+        return self._vectors2
+
+
+class _KronBlock:
+    """One weight's M = G (x) A + delta I (G: output side, carries the data sum; A: input side)."""
+
+    def __init__(self, G: _Factor, A: _Factor):
+        self.G, self.A = G, A
+
+    @property
+    def diag(self) -> torch.Tensor:
+        return torch.outer(self.G.M.diagonal(), self.A.M.diagonal()).clamp_min(0.0)
 
     def eigenvalues(self) -> torch.Tensor:
-        return torch.outer(self.g, self.a).flatten()
+        return torch.outer(self.G.values, self.A.values).flatten()
 
 
 class _DenseBlock:
     """A block kept as a dense matrix (biases under kron; the whole net under full)."""
 
-    def __init__(self, H: torch.Tensor):
+    def __init__(self, H: _Factor):
         self.H = H
-        self._eig: Optional[torch.Tensor] = None
 
     def eigenvalues(self, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         if keep is None:
-            if self._eig is None:
-                self._eig = torch.linalg.eigvalsh(self.H).clamp_min(0.0)
-            return self._eig
+            return self.H.values
         idx = torch.nonzero(keep).flatten()
         if idx.numel() == 0:
-            return self.H.new_zeros(0)
-        return torch.linalg.eigvalsh(self.H[idx][:, idx]).clamp_min(0.0)
+            return self.H.M.new_zeros(0)
+        return torch.linalg.eigvalsh(self.H.M[idx][:, idx]).clamp_min(0.0)
 
 
 class _MaskedKron:
     """log det of a partly pruned Kronecker block: the smaller of two upper bounds (module doc)."""
 
     def __init__(self, block: _KronBlock, keep: torch.Tensor):
-        self.b = block
-        self.keep = keep.reshape(block.diag.shape)
+        diag = block.diag
+        self.keep = keep.reshape(diag.shape)
         self.pruned = ~self.keep
-        self.kept_diag = block.diag[self.keep]
+        self.kept_diag = diag[self.keep]
+        self.g, self.a = block.G.values, block.A.values
+        self.QG2, self.QA2 = block.G.vectors2, block.A.vectors2
 
     def _parts(self, delta: float) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        E = torch.outer(self.b.g, self.b.a) + delta
-        inv_diag = self.b.QG2 @ E.reciprocal() @ self.b.QA2.T  # diag of M^-1, entry (o, i)
+        E = torch.outer(self.g, self.a) + delta
+        inv_diag = self.QG2 @ E.reciprocal() @ self.QA2.T  # diag of M^-1, entry (o, i)
         schur = float(E.log().sum() + inv_diag[self.pruned].log().sum())
         hadamard = float((self.kept_diag + delta).log().sum())
         return schur, hadamard, E, inv_diag
@@ -167,7 +192,7 @@ class _MaskedKron:
         schur, hadamard, E, inv_diag = self._parts(delta)
         if hadamard <= schur:
             return float((self.kept_diag + delta).reciprocal().sum())
-        d_inv = -(self.b.QG2 @ E.square().reciprocal() @ self.b.QA2.T)
+        d_inv = -(self.QG2 @ E.square().reciprocal() @ self.QA2.T)
         return float(E.reciprocal().sum() + (d_inv[self.pruned] / inv_diag[self.pruned]).sum())
 
 
@@ -226,6 +251,25 @@ def _log_likelihood(
             r2 = (f - target.double()).square().sum().cpu()
             total -= 0.5 * r2 / sigma_noise**2 + 0.5 * f.numel() * math.log(2 * math.pi * sigma_noise**2)
     return float(total)
+
+
+class _Batches:
+    """Consecutive slices of (x, y): what laplace-torch's fit reads from a DataLoader.
+
+    A DataLoader over a TensorDataset indexes and re-stacks every example (4 % of a fit on MNIST);
+    laplace-torch only iterates the batches and reads ``len(loader.dataset)``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.dataset = x  # len() = number of examples
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[0] // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, self.x.shape[0], self.batch_size):
+            yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
 
 
 def _laplace_backend(hessian: str) -> tuple[type, dict]:
@@ -293,6 +337,7 @@ class Curvature:
         curvature_samples: Optional[int] = None,
         batch_size: int = 1024,
         seed: int = 0,
+        reuse: Optional["Curvature"] = None,
     ) -> "Curvature":
         """Fit the curvature of the summed negative log-likelihood at the model's weights.
 
@@ -302,11 +347,17 @@ class Curvature:
         the curvature costs ~10x a forward pass per example, the likelihood 1x.
         ``hessian``: "ggn" (exact GGN = Fisher), "ggn-mc" (one-sample MC GGN, seeded by ``seed``)
         or "ef" (empirical Fisher).  Every trainable parameter is a parameter of the evidence.
+        ``reuse``: a curvature fitted earlier (the unpruned net's, when fitting the pruned one):
+        Kronecker factors bit-identical to one of its own share its eigendecomposition.  The
+        first layer's input factor is the data's covariance, the same before and after pruning,
+        and its eigendecomposition is the largest (784 x 784 on MNIST).  Results do not change.
         """
         _choice("structure", structure, STRUCTURES)
         _choice("likelihood", likelihood, LIKELIHOODS)
         _choice("hessian", hessian, HESSIANS)
         _positive_int("batch_size", batch_size)
+        if reuse is not None and not isinstance(reuse, Curvature):
+            raise ValueError(f"reuse={type(reuse).__name__} is invalid: allowed None or a Curvature")
         if not (isinstance(sigma_noise, (int, float)) and math.isfinite(sigma_noise) and sigma_noise > 0):
             raise ValueError(f"sigma_noise={sigma_noise!r} is invalid: allowed a finite number > 0")
         if likelihood == "classification" and sigma_noise != 1.0:
@@ -355,16 +406,16 @@ class Curvature:
             return cls(diag=la.H.detach().double().cpu().clamp_min(0.0) * scale, **common)
         if structure == "full":
             H = la.H.detach().double().cpu() * scale
-            return cls(blocks=[_DenseBlock(0.5 * (H + H.T))], **common)
-        return cls(blocks=cls._kron_blocks(la.H_facs.kfacs, params, scale), **common)
+            return cls(blocks=[_DenseBlock(_Factor(H))], **common)
+        return cls(blocks=cls._kron_blocks(la.H_facs.kfacs, params, scale, reuse), **common)
 
     @staticmethod
     def _laplace_fit(model, x, y, structure, likelihood, sigma_noise, hessian, batch_size, seed):
         """laplace-torch's fit, leaving the model, its gradients and the global RNG as they were."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from laplace import Laplace
-        from torch.utils.data import DataLoader, TensorDataset
+            from laplace import KronLaplace, Laplace
+            from laplace.baselaplace import ParametricLaplace
 
         backend, backend_kwargs = _laplace_backend(hessian)
         was_training = model.training
@@ -378,7 +429,14 @@ class Curvature:
                 torch.manual_seed(seed)
                 la = Laplace(model, likelihood, subset_of_weights="all", hessian_structure=structure,
                              sigma_noise=float(sigma_noise), backend=backend, backend_kwargs=backend_kwargs)
-                la.fit(DataLoader(TensorDataset(x, y), batch_size=batch_size))
+                loader = _Batches(x, y, batch_size)
+                if isinstance(la, KronLaplace):
+                    # KronLaplace.fit would also eigendecompose the factors in the model's dtype;
+                    # we do that once, in float64, so accumulate the factors only (la.H is a Kron).
+                    ParametricLaplace.fit(la, loader)
+                    la.H_facs = la.H
+                else:
+                    la.fit(loader)
         finally:
             model.train(was_training)
             for p, g in zip(model.parameters(), grads):
@@ -391,27 +449,33 @@ class Curvature:
         return la
 
     @staticmethod
-    def _kron_blocks(kfacs, params, scale: float) -> list[Union[_KronBlock, _DenseBlock]]:
+    def _kron_blocks(kfacs, params, scale: float, reuse: Optional["Curvature"]) -> list[Union[_KronBlock, _DenseBlock]]:
         """laplace-torch's Kronecker factors -> one block per parameter tensor, in float64."""
+        known = [f for b in (reuse._blocks if reuse is not None and reuse.structure == "kron" else [])
+                 for f in ((b.G, b.A) if isinstance(b, _KronBlock) else (b.H,))]
 
-        def dense(t: torch.Tensor) -> torch.Tensor:
+        def factor(t: torch.Tensor, factor_scale: float = 1.0) -> _Factor:
             t = t.detach().double().cpu()
-            return torch.diag(t) if t.ndim == 1 else t
+            f = _Factor((torch.diag(t) if t.ndim == 1 else t) * factor_scale)
+            for old in known:  # the same matrix: share its (lazy) eigendecomposition
+                if old.M.shape == f.M.shape and torch.equal(old.M, f.M):
+                    return old
+            return f
 
         if len(kfacs) != len(params):
             raise RuntimeError(f"laplace-torch returned {len(kfacs)} Kronecker blocks for {len(params)} parameters")
         blocks: list[Union[_KronBlock, _DenseBlock]] = []
         for factors, (name, p) in zip(kfacs, params):
             if len(factors) == 2:  # weight: G (output side, with the data sum) (x) A (input side)
-                G, A = dense(factors[0]) * scale, dense(factors[1])
-                if (G.shape[0], G.shape[0] * A.shape[0]) != (p.shape[0], p.numel()):
-                    raise RuntimeError(f"Kronecker factors {tuple(G.shape)}, {tuple(A.shape)} do not fit {name} {tuple(p.shape)}")
-                blocks.append(_KronBlock(0.5 * (G + G.T), 0.5 * (A + A.T)))
+                G, A = factor(factors[0], scale), factor(factors[1])
+                if (G.M.shape[0], G.M.shape[0] * A.M.shape[0]) != (p.shape[0], p.numel()):
+                    raise RuntimeError(f"Kronecker factors {tuple(G.M.shape)}, {tuple(A.M.shape)} do not fit {name} {tuple(p.shape)}")
+                blocks.append(_KronBlock(G, A))
             else:  # bias (or a 1-element weight): one dense block
-                H = dense(factors[0]) * scale
-                if H.shape[0] != p.numel():
-                    raise RuntimeError(f"curvature block {tuple(H.shape)} does not fit {name} {tuple(p.shape)}")
-                blocks.append(_DenseBlock(0.5 * (H + H.T)))
+                H = factor(factors[0], scale)
+                if H.M.shape[0] != p.numel():
+                    raise RuntimeError(f"curvature block {tuple(H.M.shape)} does not fit {name} {tuple(p.shape)}")
+                blocks.append(_DenseBlock(H))
         return blocks
 
     # -------------------------------------------------------------- masks

@@ -251,6 +251,21 @@ def test_curvature_samples_takes_the_curvature_from_the_first_k(fcn, synthetic):
     assert part.log_evidence(2.0).log_occam == pytest.approx(first.log_evidence(2.0).log_occam, rel=1e-12)
 
 
+def test_reuse_shares_identical_factors_without_changing_results(fcn, synthetic):
+    """The first layer's input factor is the data covariance: the same before and after pruning."""
+    x, y = synthetic.x_train, synthetic.y_train
+    mask = bp.compute_mask(fcn, "magnitude", 0.7)
+    pruned = _pruned_copy(fcn, mask)
+    before = Curvature.fit(fcn, x, y)
+    alone = Curvature.fit(pruned, x, y)
+    shared = Curvature.fit(pruned, x, y, reuse=before)
+    assert shared._blocks[0].A is before._blocks[0].A and alone._blocks[0].A is not before._blocks[0].A
+    assert shared._blocks[0].G is not before._blocks[0].G  # the output side changed with the weights
+    for delta in (0.3, 30.0):
+        assert shared.log_evidence(delta, mask=mask) == alone.log_evidence(delta, mask=mask)
+    assert shared.fit_prior_precision(mask=mask) == alone.fit_prior_precision(mask=mask)
+
+
 # ------------------------------------------------------------------ 4. the kron mask approximation
 @pytest.fixture(scope="module")
 def tiny_masks(fcn):
