@@ -393,6 +393,8 @@ def test_clear_errors(fcn, synthetic):
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"prior_precision=.* is invalid: allowed a finite number > 0"):
             curv.log_evidence(bad)
+    with pytest.raises(ValueError, match=r"bounds=\(10.0, 1.0\) is invalid: allowed \(low, high\)"):
+        curv.fit_prior_precision(bounds=(10.0, 1.0))
     with pytest.raises(ValueError, match=r"sigma_noise=0.5 is invalid for classification"):
         Curvature.fit(fcn, x, y, sigma_noise=0.5)
     with pytest.raises(ValueError, match=r"y has examples of shape \(\).*regression"):
