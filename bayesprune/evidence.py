@@ -78,8 +78,10 @@ Hessian only at a mode of a well-fitted model; away from it the Occam factor is 
 approximation too.  ``hessian="ef"`` (empirical Fisher) is cheaper but a poor Hessian
 (Kunstner et al. 2019); ``"ggn-mc"`` is an unbiased one-sample Monte Carlo GGN (seeded).
 
-Numerics: weights, curvature, log-determinants and sums are float64; the computation is
-deterministic on CPU (identical inputs give bit-identical results).  Fitting leaves the
+Numerics: weights, curvature, eigenvalues, log-determinants and sums are float64; only the
+eigenvectors that masked Kronecker blocks need are computed in the precision the curvature was
+accumulated in (float32 for a float32 model: half the time, errors ~1e-7 nats per pruned
+weight).  The computation is deterministic on CPU (identical inputs give bit-identical results).  Fitting leaves the
 model as it was: training mode, ``.grad``, the global RNG and its attributes are restored.
 """
 
@@ -126,13 +128,17 @@ class EvidenceTerms:
 class _Factor:
     """A symmetric PSD matrix (float64) with its spectrum computed lazily and once.
 
-    Eigenvalues come from ``eigvalsh`` (a third of the cost of ``eigh``) and are the only ones
-    ever used, so a value never depends on whether eigenvectors were asked for; the squared
-    eigenvectors (``eigh``) are needed only where a mask cuts through a Kronecker block.
+    Eigenvalues come from ``eigvalsh`` in float64 (a third of the cost of ``eigh``) and are the
+    only ones ever used, so a value never depends on whether eigenvectors were asked for.  The
+    squared eigenvectors are needed only where a mask cuts through a Kronecker block, as weights
+    of a float64 sum; they are computed in the precision the curvature was accumulated in
+    (``vector_dtype``: float32 for a float32 model, twice as fast, and no less accurate than
+    the factor itself).
     """
 
-    def __init__(self, M: torch.Tensor):
+    def __init__(self, M: torch.Tensor, vector_dtype: torch.dtype = torch.float64):
         self.M = 0.5 * (M + M.T)
+        self.vector_dtype = vector_dtype
         self._values: Optional[torch.Tensor] = None
         self._vectors2: Optional[torch.Tensor] = None
 
@@ -145,7 +151,8 @@ class _Factor:
     @property
     def vectors2(self) -> torch.Tensor:
         if self._vectors2 is None:
-            self._vectors2 = torch.linalg.eigh(self.M).eigenvectors.square()
+            vectors = torch.linalg.eigh(self.M.to(self.vector_dtype)).eigenvectors
+            self._vectors2 = vectors.double().square()
         return self._vectors2
 
 
@@ -468,8 +475,9 @@ class Curvature:
                  for f in ((b.G, b.A) if isinstance(b, _KronBlock) else (b.H,))]
 
         def factor(t: torch.Tensor, factor_scale: float = 1.0) -> _Factor:
+            vector_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
             t = t.detach().double().cpu()
-            f = _Factor((torch.diag(t) if t.ndim == 1 else t) * factor_scale)
+            f = _Factor((torch.diag(t) if t.ndim == 1 else t) * factor_scale, vector_dtype)
             for old in known:  # the same matrix: share its (lazy) eigendecomposition
                 if old.M.shape == f.M.shape and torch.equal(old.M, f.M):
                     return old
