@@ -292,11 +292,25 @@ class _Batches:
             yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
 
 
+def _laplace():
+    """laplace-torch, imported on first use: it pulls in torchmetrics and torchvision (seconds)."""
+    try:
+        with warnings.catch_warnings():  # third-party import-time deprecation notices
+            warnings.simplefilter("ignore")
+            import laplace
+            import laplace.baselaplace
+            import laplace.curvature
+    except ImportError as exc:
+        raise ImportError(
+            f"bayesprune.evidence needs laplace-torch ({exc}); install it: pip install 'laplace-torch>=0.3,<0.4'"
+        ) from exc
+    return laplace
+
+
 def _laplace_backend(hessian: str) -> tuple[type, dict]:
-    with warnings.catch_warnings():  # third-party import-time deprecation notices
-        warnings.simplefilter("ignore")
-        from laplace.curvature import AsdlEF, AsdlGGN
-    return {"ggn": (AsdlGGN, {}), "ggn-mc": (AsdlGGN, {"stochastic": True}), "ef": (AsdlEF, {})}[hessian]
+    curvature = _laplace().curvature
+    return {"ggn": (curvature.AsdlGGN, {}), "ggn-mc": (curvature.AsdlGGN, {"stochastic": True}),
+            "ef": (curvature.AsdlEF, {})}[hessian]
 
 
 # ------------------------------------------------------------------ the curvature
@@ -432,11 +446,8 @@ class Curvature:
     @staticmethod
     def _laplace_fit(model, x, y, structure, likelihood, sigma_noise, hessian, batch_size, seed):
         """laplace-torch's fit, leaving the model, its gradients and the global RNG as they were."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from laplace import KronLaplace, Laplace
-            from laplace.baselaplace import ParametricLaplace
-
+        lib = _laplace()
+        Laplace, KronLaplace, ParametricLaplace = lib.Laplace, lib.KronLaplace, lib.baselaplace.ParametricLaplace
         backend, backend_kwargs = _laplace_backend(hessian)
         was_training = model.training
         grads = [p.grad for p in model.parameters()]

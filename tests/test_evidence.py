@@ -19,6 +19,7 @@ from bayesprune.evidence import LOG_2PI, MAX_FULL_PARAMS, Curvature, EvidenceTer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
+    pytest.importorskip("laplace", reason="bayesprune.evidence needs laplace-torch (pip install laplace-torch)")
     from laplace import Laplace
     from laplace.curvature import AsdlGGN
 
