@@ -113,7 +113,9 @@ class RunResult:
             "method": self.config.method,
             "schedule": self.config.schedule,
             "final_prune": self.config.final_prune,
+            "gate": self.config.gate,
             "bayes_factor": self.config.bayes_factor,
+            "prior_fit": self.config.prior_fit,
             "target_sparsity": self.config.sparsity,
             "final_sparsity": round(self.final_sparsity, 6),
             "test_accuracy": round(self.test_accuracy, 6) if math.isfinite(self.test_accuracy) else None,
@@ -278,7 +280,7 @@ class PruneState:
 
     cfg: RunConfig
     schedule: PruningSchedule
-    evaluator: Any  # PosteriorRatio or evidence.LaplaceRatio: .terms(model, mask, before), .finetune_steps
+    evaluator: Any  # PosteriorRatio or laplace_gate.LaplaceRatio: .terms(model, mask, before), .finetune_steps
     optimizer: torch.optim.Optimizer
     data: TensorDataset
     g_prune: torch.Generator
@@ -307,6 +309,13 @@ def _restore(model: nn.Module, opt: torch.optim.Optimizer, snap: dict[str, Any])
         opt.load_state_dict(snap["opt"])
 
 
+@torch.no_grad()
+def _newly_pruned(model: nn.Module, candidate: Mask) -> int:
+    """How many non-zero weights the candidate mask would zero (0: the step changes nothing)."""
+    params = prunable_parameters(model, biases=True)
+    return sum(int(((params[k] != 0) & ~m.bool()).sum()) for k, m in candidate.items())
+
+
 def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
     """One epoch's pruning step: propose (schedule), measure both sides, let the gate decide.
 
@@ -329,8 +338,9 @@ def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
         snap = _snapshot(model, state.optimizer, with_optimizer=finetune > 0) if may_reject else None
         candidate = compute_mask(model, cfg.prune_kind, proposal, cfg.scope, state.g_prune,
                                  biases=cfg.prune_biases, skip=_targets_skip(cfg, model))
+        removes = finetune > 0 and _newly_pruned(model, candidate) > 0
         apply_mask(model, candidate)
-        if finetune > 0:  # Laplace needs weights near a mode of the pruned model (see evidence.py)
+        if removes:  # Laplace needs weights near a mode of the pruned model (laplace_gate.py)
             batches = _some_batches(state.data.n_train, cfg.batch_size, finetune, state.g_finetune,
                                     state.data.x_train.device)
             _run_steps(model, state.optimizer, state.data, batches, candidate)
@@ -356,9 +366,9 @@ def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
     bf_idx = bf_subset(data.n_train, cfg.bf_samples, cfg.seed).to(data.x_train.device)
     x_bf, y_bf = data.x_train[bf_idx], data.y_train[bf_idx]
     if cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik":
-        from .evidence import LaplaceRatio
+        from .laplace_gate import LaplaceRatio
 
-        return LaplaceRatio(cfg, x_bf, y_bf, data.n_train)
+        return LaplaceRatio(cfg, x_bf, y_bf, data.n_train, model)
     return PosteriorRatio(x_bf, y_bf, data.n_train, cfg.prior_mu, cfg.prior_sigma, cfg.likelihood,
                           biases=cfg.prune_biases)
 
