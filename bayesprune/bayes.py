@@ -35,15 +35,21 @@ class PosteriorTerms:
 
     ``log_likelihood`` and ``log_prior`` make the paper's (unnormalised) log posterior.
     Where the Laplace evidence was computed too (``RunConfig.bayes_factor="laplace"`` or
-    ``prior_fit="marglik"``), its prior term (over the model's parameters: kept weights
-    and biases) and its Occam term are filled in as well; otherwise they are NaN.
-    ``prior_sigma`` is the prior's standard deviation these terms used (fixed or fitted).
+    ``prior_fit="marglik"``), its other two terms are filled in (else NaN), so that
+
+        log Z = log_likelihood + laplace_penalty + log_occam
+
+    with ``laplace_penalty`` = -delta/2 |w - mu|^2 over the model's parameters (kept weights
+    and biases) and ``log_occam`` = -1/2 log det(I + H/delta) <= 0, the Occam factor: the price
+    of every parameter the data pin down.  The paper's ratio changes by Delta fit + Delta
+    penalty only; a true Bayes factor adds Delta Occam.  ``prior_sigma`` is the prior's
+    standard deviation these terms used (fixed, or fitted per step).
     """
 
     log_likelihood: float
     log_prior: float
     prior_sigma: float = math.nan
-    laplace_log_prior: float = math.nan
+    laplace_penalty: float = math.nan
     log_occam: float = math.nan
 
     @property
@@ -53,7 +59,7 @@ class PosteriorTerms:
     @property
     def log_evidence(self) -> float:
         """Laplace: log Z = log p(D|w*) + log p(w*) + Occam (NaN where not computed)."""
-        return self.log_likelihood + self.laplace_log_prior + self.log_occam
+        return self.log_likelihood + self.laplace_penalty + self.log_occam
 
 
 @torch.inference_mode()

@@ -123,6 +123,21 @@ class EvidenceTerms:
     def log_evidence(self) -> float:
         return self.log_likelihood + self.log_prior + self.log_occam
 
+    @property
+    def log_penalty(self) -> float:
+        """The prior's exponent, -delta/2 |w - mu|^2: ``log_prior`` without its normaliser."""
+        return self.log_prior - 0.5 * self.n_params * math.log(self.prior_precision / (2.0 * math.pi))
+
+    @property
+    def log_complexity(self) -> float:
+        """-1/2 log det(I + H/delta) <= 0: MacKay's Occam factor, with the prior's normaliser folded in.
+
+        log_evidence = log_likelihood + log_penalty + log_complexity.  Removing a weight of
+        curvature h (diagonal view) raises it by 1/2 log(1 + h/delta): pruning is rewarded
+        exactly for the parameters the data had pinned down.
+        """
+        return self.log_occam + 0.5 * self.n_params * math.log(self.prior_precision / (2.0 * math.pi))
+
 
 # ------------------------------------------------------------------ log-determinants
 class _Factor:
@@ -151,7 +166,10 @@ class _Factor:
     @property
     def vectors2(self) -> torch.Tensor:
         if self._vectors2 is None:
-            vectors = torch.linalg.eigh(self.M.to(self.vector_dtype)).eigenvectors
+            try:
+                vectors = torch.linalg.eigh(self.M.to(self.vector_dtype)).eigenvectors
+            except torch.linalg.LinAlgError:  # float32 LAPACK can fail on many repeated (e.g. zero) eigenvalues
+                vectors = torch.linalg.eigh(self.M.double()).eigenvectors
             self._vectors2 = vectors.double().square()
         return self._vectors2
 

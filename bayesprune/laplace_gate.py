@@ -72,4 +72,4 @@ class LaplaceRatio:
         paper = posterior_terms(model, self.x, self.y, n_total=self.n_total, mu=cfg.prior_mu, sigma=sigma,
                                 reduction=cfg.likelihood, biases=cfg.prune_biases)
         return PosteriorTerms(paper.log_likelihood, paper.log_prior, prior_sigma=sigma,
-                              laplace_log_prior=ev.log_prior, log_occam=ev.log_occam)
+                              laplace_penalty=ev.log_penalty, log_occam=ev.log_complexity)

@@ -49,7 +49,7 @@ HISTORY_COLUMNS = [
     "log_bf", "log_bf_posterior", "log_bf_laplace",
     "log_likelihood_before", "log_likelihood_after", "log_prior_before", "log_prior_after",
     "log_posterior_before", "log_posterior_after",
-    "laplace_log_prior_before", "laplace_log_prior_after", "log_occam_before", "log_occam_after",
+    "laplace_penalty_before", "laplace_penalty_after", "log_occam_before", "log_occam_after",
     "log_evidence_before", "log_evidence_after", "prior_sigma",
     "bf_seconds", "seconds",
 ]
@@ -267,7 +267,7 @@ class StepRecord:
             "log_likelihood_before": b.log_likelihood, "log_likelihood_after": a.log_likelihood,
             "log_prior_before": b.log_prior, "log_prior_after": a.log_prior,
             "log_posterior_before": b.log_posterior, "log_posterior_after": a.log_posterior,
-            "laplace_log_prior_before": b.laplace_log_prior, "laplace_log_prior_after": a.laplace_log_prior,
+            "laplace_penalty_before": b.laplace_penalty, "laplace_penalty_after": a.laplace_penalty,
             "log_occam_before": b.log_occam, "log_occam_after": a.log_occam,
             "log_evidence_before": b.log_evidence, "log_evidence_after": a.log_evidence,
             "prior_sigma": b.prior_sigma, "bf_seconds": self.seconds,

@@ -27,10 +27,10 @@ def test_a_laplace_gated_run_records_every_term(laplace_run):
     steps = h[h["candidate_sparsity"].notna()]
     assert len(steps) == cfg.epochs
     for col in ("log_occam_before", "log_occam_after", "log_evidence_before", "log_evidence_after",
-                "laplace_log_prior_before", "log_bf_laplace", "log_bf_posterior", "prior_sigma"):
+                "laplace_penalty_before", "log_bf_laplace", "log_bf_posterior", "prior_sigma"):
         assert steps[col].map(math.isfinite).all(), col
     assert (steps["log_bf"] == steps["log_bf_laplace"]).all()  # the Laplace BF is the one that gated
-    evid = steps["log_likelihood_after"] + steps["laplace_log_prior_after"] + steps["log_occam_after"]
+    evid = steps["log_likelihood_after"] + steps["laplace_penalty_after"] + steps["log_occam_after"]
     assert evid.values == pytest.approx(steps["log_evidence_after"].values)
     s = res.summary()
     assert s["bayes_factor"] == "laplace" and s["prior_sigma"] == pytest.approx(h["prior_sigma"].iloc[-1])
