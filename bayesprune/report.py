@@ -112,7 +112,7 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
 
 
 def format_table1(table: pd.DataFrame) -> str:
-    """Markdown: 'mean ± std (paper x)' per cell; n shown where seeds were fewer than elsewhere."""
+    """Markdown: 'mean ± std (paper x)' per cell; with fewer than 3 seeds no spread, the seed count instead."""
     header = ["dataset", "model", "sparsity"] + [COLUMN_NAMES[m] for m in TABLE_METHODS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
@@ -120,7 +120,8 @@ def format_table1(table: pd.DataFrame) -> str:
         for m in TABLE_METHODS:
             c = COLUMN_NAMES[m]
             mean, std, n, paper = r[(c, "mean")], r[(c, "std")], r[(c, "n")], r[(c, "paper")]
-            cell = "–" if n == 0 else (f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else ""))
+            # a spread only where it can be estimated (3+ seeds); fewer seeds say how many
+            cell = "–" if n == 0 else f"{mean:.4f}" + (f" ± {std:.4f}" if n >= 3 else f" ({n} seed{'s' * (n > 1)})")
             if not math.isnan(paper):
                 cell += f" (paper {paper:.4f})"
             cells.append(cell)

@@ -373,6 +373,21 @@ def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
                           biases=cfg.prune_biases)
 
 
+def gate_state(cfg: RunConfig, model: nn.Module, data: TensorDataset,
+               optimizer: Optional[torch.optim.Optimizer] = None) -> PruneState:
+    """The pruning state a run of ``cfg`` starts with (the one :func:`train` builds).
+
+    Also the way to step the gate by hand: ``prune_step(model, gate_state(cfg, model, data), epoch)``.
+    """
+    schedule = PruningSchedule.from_config(cfg)
+    if schedule is None:
+        raise ValueError(f"RunConfig.method={cfg.method!r} prunes nothing: a gate state needs a pruning method")
+    opt = optimizer if optimizer is not None else make_adam(model.parameters(), cfg.lr, data.x_train.device)
+    return PruneState(cfg, schedule, make_evaluator(cfg, model, data), opt, data,
+                      g_prune=torch.Generator().manual_seed(cfg.seed + 1),
+                      g_finetune=torch.Generator().manual_seed(cfg.seed + 2))
+
+
 # ------------------------------------------------------------------ the run
 def train(
     cfg: RunConfig,
@@ -399,12 +414,7 @@ def train(
     model = initial_model(cfg, data.input_shape, data.num_classes, device)
     opt = make_adam(model.parameters(), cfg.lr, device)
     g_data = torch.Generator().manual_seed(cfg.seed)
-    schedule = PruningSchedule.from_config(cfg)
-    state = None
-    if schedule is not None:
-        state = PruneState(cfg, schedule, make_evaluator(cfg, model, data), opt, data,
-                           g_prune=torch.Generator().manual_seed(cfg.seed + 1),
-                           g_finetune=torch.Generator().manual_seed(cfg.seed + 2))
+    state = gate_state(cfg, model, data, opt) if cfg.prune_kind is not None else None
 
     rows: list[dict[str, Any]] = []
     finished = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the model after the last epoch

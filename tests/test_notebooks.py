@@ -27,9 +27,9 @@ NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
 SETUP_REFERENCE = "01_pruning_basics.ipynb"
 #: Notebooks still to receive the shared set-up cell and badge (teaching-fixes issue): remove a name once its
 #: notebook has them; the strict xfail then fails as a reminder if a name is left here too long.
-PENDING_SETUP = {"02_bayes_factor.ipynb", "03_bayesian_pruning_dashboard.ipynb", "04_sparsity_sweep.ipynb"}
+PENDING_SETUP: set[str] = set()
 #: Notebooks with widgets: run again with ipywidgets 7.7 (Colab's) on the kernel's path.
-WIDGET_NOTEBOOKS = ["03_bayesian_pruning_dashboard.ipynb", "05_probabilistic_pruning_theory.ipynb"]
+WIDGET_NOTEBOOKS = ["02_bayes_factor.ipynb", "03_bayesian_pruning_dashboard.ipynb", "05_probabilistic_pruning_theory.ipynb"]
 
 
 def _check_01(r, p):
@@ -58,11 +58,21 @@ def _check_02(r, p):
     for row in r["scan"]:
         assert math.isclose(row["log_bf"], row["delta_log_likelihood"] + row["delta_log_prior"], rel_tol=1e-9, abs_tol=1e-6)
         assert row["delta_log_prior"] > 0 and row["delta_log_likelihood"] < 0  # pruning gains prior, costs fit
+    d = r["default"]  # section 3 states what the gate does at the default sigma, from these numbers
+    assert d["opens"] == (d["prior_gain"] > d["fit_loss"]) == (d["log_bf"] > 0)
     mean_rows = [x for x in r["sum_vs_mean"] if x["likelihood"] == "mean"]
-    assert mean_rows and all(x["log_bf"] > 0 for x in mean_rows)  # with the mean, the prior decides
+    assert mean_rows and r["mean_open_fraction"] == sum(x["log_bf"] > 0 for x in mean_rows) / len(mean_rows)
     sizes = {x["samples"] for x in r["samples"]}
     assert 64 in sizes and len(sizes) == 2
     assert math.isfinite(r["slider"]["log_bf"])
+    # Algorithm 3 written out in the notebook makes the package's decisions, with the same Bayes factors
+    assert r["algorithm_same"] is True and len(r["algorithm"]) == 4
+    for row in r["algorithm"]:
+        assert row["package pruned"] == row["ours pruned"]
+        assert math.isclose(row["package log BF"], row["ours log BF"], rel_tol=1e-6, abs_tol=1e-3)
+    # one-shot with persistent masks: every step after the first has log BF exactly 0
+    assert r["one_shot_later_log_bfs"] and all(v == 0.0 for v in r["one_shot_later_log_bfs"])
+    assert set(r["exercises"]) == {"1", "2", "3", "4"}
 
 
 def _check_03(r, p):
@@ -70,20 +80,33 @@ def _check_03(r, p):
     assert len(labels) == len(p["compare_methods"])
     for hist in r["histories"].values():
         assert len(hist) == p["epochs"]
+    plain = next(x for x in r["summary"] if x["index"].startswith("magnitude"))
     bayes = next(x for x in r["summary"] if x["index"].startswith("bayes-magnitude"))
-    assert abs(bayes["final sparsity"] - p["sparsity"]) <= 0.005
-    unpruned = next(x for x in r["summary"] if x["index"].startswith("none"))
-    assert unpruned["final sparsity"] < 0.01
-    assert "done" in r["status"] and "error" not in r["status"]
+    assert abs(plain["final sparsity"] - p["sparsity"]) <= 0.005  # plain takes every step to the target
+    assert bayes["final sparsity"] <= p["sparsity"] + 0.005  # the gate's target is a ceiling
+    # the issue's acceptance check: with auto_train the two overlaid methods' sparsity curves differ
+    assert r["sparsity_curves_differ"] is True
+    curves = {k: [row["sparsity"] for row in h] for k, h in r["histories"].items()}
+    assert len({tuple(c) for c in curves.values()}) == 2
+    assert "error" not in r["status"]
 
 
 def _check_04(r, p):
-    n = len(p["seeds"]) * (1 + 4 * len(p["sparsities"]))
+    n_pruned = len(p["seeds"]) * 4 * len(p["sparsities"])
+    n = len(p["seeds"]) + 2 * n_pruned  # the unpruned baseline once per seed, then each schedule
     assert r["stats"]["total"] == n and r["stats"]["completed"] == n and r["stats"]["failed"] == 0
-    assert len(r["table"]) == len(p["sparsities"])
-    assert len(list(Path(p["out_dir"], "runs").glob("*.json"))) == n
-    for row in r["results"]:
-        assert row["status"] == "ok" and abs(row["final_sparsity"] - row["sparsity"]) <= 0.005
+    assert set(r["tables"]) == {"one-shot", "gradual"}
+    for t in r["tables"].values():
+        assert len(t) == len(p["sparsities"])
+    runs = [x for x in r["results"] if x["key"] in {y["key"] for y in r["results"]}]
+    for row in runs:
+        assert row["status"] == "ok"
+        if row["method"] != "none":
+            assert abs(row["final_sparsity"] - row["sparsity"]) <= 0.005
+    # one-shot with persistent masks: Bayes and plain identical in every cell (BF = 1 after the first step)
+    one_shot = [v for v in r["verdicts"] if v["schedule"] == "one-shot"]
+    assert one_shot and all(v["identical in every seed"] for v in one_shot)
+    assert set(r["exercises"]) == {"1", "2", "3", "4"}
 
 
 def _check_05(r, p):
@@ -134,9 +157,9 @@ SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
                                "sample_sizes": [64, None], "repeats": 2}, _check_02),
-    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 2, "auto_train": True, "sparsity": 0.9,
-                                             "compare_methods": ["none", "bayes-magnitude"]}, _check_03),
-    "04_sparsity_sweep.ipynb": ({"epochs": 1, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
+    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 3, "auto_train": True, "sparsity": 0.9,
+                                             "compare_methods": ["magnitude", "bayes-magnitude"]}, _check_03),
+    "04_sparsity_sweep.ipynb": ({"epochs": 2, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
     "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
                                                "n_masks": 4, "n_nets": 2, "trained_epochs": 1, "bound_masks": 30,
                                                "explorer_masks": 5}, _check_05),
@@ -246,7 +269,6 @@ def test_every_notebook_has_the_same_setup_cell_and_a_colab_badge(name):
         assert re.search(r"^download = (True|False)", params, flags=re.M), f"{name}: no download parameter"
 
 
-@pytest.mark.xfail(strict=True, reason="README update pending: the README must name the set-up cell's source")
 def test_readme_names_the_same_install_source():
     source = _source_of(_first_code_cell(SETUP_REFERENCE))
     assert source in (ROOT / "README.md").read_text(), f"the README does not name {source}"

@@ -91,9 +91,7 @@ def _state(cfg):
     model = bp.initial_model(cfg, data.input_shape, data.num_classes)
     opt = training.make_adam(model.parameters(), cfg.lr, "cpu")
     training._train_epoch(model, opt, data, cfg.batch_size, torch.Generator().manual_seed(0), None)
-    state = training.PruneState(cfg, PruningSchedule.from_config(cfg), training.make_evaluator(cfg, model, data),
-                                opt, data, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
-    return model, opt, state
+    return model, opt, bp.gate_state(cfg, model, data, opt)
 
 
 @pytest.mark.parametrize("finetune", [False, True])
