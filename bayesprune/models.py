@@ -7,10 +7,10 @@ both convolutions padded so 8x8, 28x28 and 32x32 inputs all work.
 Layers have readable names (``fc1.weight``, ``conv2.weight``) because masks and
 per-layer sparsity are keyed by parameter name.
 
-On CPU the CNN's convolutions take a faster path (:class:`Conv2d`, an ``nn.Conv2d``
-subclass): im2col + one matrix multiply per pass, with activations kept in
-channels-last memory, where this torch's max-pool is about 10x faster than on NCHW.
-Parameters, ``state_dict`` keys, outputs and gradients are those of ``nn.Conv2d``.
+On CPU the CNN keeps its activations in channels-last (NHWC) memory (:class:`Conv2d`,
+an ``nn.Conv2d`` subclass), where oneDNN's convolutions and this torch's max-pool are
+much faster than on NCHW.  Parameters, ``state_dict`` keys, outputs and gradients
+are those of ``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .config import RunConfig
 
@@ -45,78 +44,35 @@ class FCN(nn.Module):
         return getattr(self, self.out_name)(x)
 
 
-class _Im2colConv2d(torch.autograd.Function):
-    """Stride-1 zero-padded convolution as im2col + matmul, channels-last in and out.
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) in channels-last (NHWC) memory; one channel included.
 
-    With x in NHWC memory, the patches of every output pixel are a strided view of the
-    padded input; copied into a (pixels, kh*kw*C) matrix ``cols`` they turn the forward
-    pass, the weight gradient and the input gradient into one large GEMM each:
-
-        out   = cols @ W^T + b        (pixels, O)       W as (O, kh*kw*C)
-        dW    = dout^T @ cols         (O, kh*kw*C)
-        dcols = dout @ W              (pixels, kh*kw*C) -> col2im: kh*kw shifted adds
-
-    The results are the logical (B, O, H, W) tensors of ``F.conv2d`` with channels-last
-    strides, so ReLU and max-pool downstream also run on channels-last memory.
+    With C = 1 NCHW and NHWC are the same bytes, but torch reads the strides
+    (HW, HW, W, 1) as NCHW, so that case gets explicit NHWC strides (HW, 1, W, 1).
     """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding: tuple[int, int]):
-        b, c, h, w = x.shape
-        o, _, kh, kw = weight.shape
-        ph, pw = padding
-        ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-        xp = x.new_zeros(b, h + 2 * ph, w + 2 * pw, c)  # padded NHWC copy
-        xp[:, ph:ph + h, pw:pw + w] = x.permute(0, 2, 3, 1)
-        s = xp.stride()
-        cols = xp.as_strided((b, ho, wo, kh, kw, c), (s[0], s[1], s[2], s[1], s[2], s[3])).reshape(-1, kh * kw * c)
-        w2 = weight.permute(0, 2, 3, 1).reshape(o, kh * kw * c)  # (O, kh*kw*C), C fastest like cols
-        out = cols @ w2.t() if bias is None else torch.addmm(bias, cols, w2.t())
-        ctx.save_for_backward(cols, w2)
-        ctx.shapes = (x.shape, weight.shape, padding, bias is not None)
-        return out.view(b, ho, wo, o).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        cols, w2 = ctx.saved_tensors
-        (b, c, h, w), (o, _, kh, kw), (ph, pw), has_bias = ctx.shapes
-        ho, wo = grad_out.shape[2:]
-        g = grad_out.permute(0, 2, 3, 1).reshape(-1, o)  # (pixels, O); a view if grad_out is channels-last
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            dcols = (g @ w2).view(b, ho, wo, kh, kw, c)
-            gxp = g.new_zeros(b, h + 2 * ph, w + 2 * pw, c)
-            for i in range(kh):
-                for j in range(kw):
-                    gxp[:, i:i + ho, j:j + wo] += dcols[:, :, :, i, j]
-            grad_x = gxp[:, ph:ph + h, pw:pw + w].permute(0, 3, 1, 2)
-        if ctx.needs_input_grad[1]:
-            grad_w = (g.t() @ cols).view(o, kh, kw, c).permute(0, 3, 1, 2).contiguous()
-        if has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b, None
+    b, c, h, w = x.shape
+    if c == 1:
+        return x.reshape(b, h, w, 1).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` with a faster CPU path for stride-1, zero-padded, ungrouped convolutions.
+    """``nn.Conv2d`` that runs on channels-last activations on CPU.
 
-    Same parameters, ``state_dict`` and results as ``nn.Conv2d`` (up to float32 rounding);
-    on CPU its outputs are channels-last.  Other devices and configurations use torch's
-    own kernel, and so does everything when ``fast_cpu`` is False (set it on the class
-    for all layers, or on one layer), which is how the benchmark times the old path.
+    On CPU oneDNN's NHWC convolution kernels (forward and both gradients) beat its
+    NCHW ones for the CNN's shapes, and this torch's max-pool is about 10x faster on
+    channels-last memory, so the input is put in NHWC memory before the convolution
+    and the output stays NHWC (its logical shape is the usual (B, C, H, W)).
+    Parameters, ``state_dict`` keys and results are those of ``nn.Conv2d``; other
+    devices use the plain path, and so does CPU when ``fast_cpu`` is False (set it on
+    the class for every layer or on one layer; the benchmark times the old path so).
     """
 
     fast_cpu: bool = True
 
-    def _fast(self, x: torch.Tensor) -> bool:
-        return (self.fast_cpu and x.device.type == "cpu" and x.dim() == 4
-                and x.dtype in (torch.float32, torch.float64) and self.weight.dtype == x.dtype
-                and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
-                and self.padding_mode == "zeros" and not isinstance(self.padding, str))
-
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        if self._fast(input):
-            return _Im2colConv2d.apply(input, weight, bias, self.padding)
+        if self.fast_cpu and input.device.type == "cpu" and input.dim() == 4:
+            input = channels_last(input)
         return super()._conv_forward(input, weight, bias)
 
 
