@@ -79,6 +79,7 @@ def main() -> int:
         med = {k: statistics.median(v) for k, v in res.items()}
         report["models"][model] = {"epochs_per_minute": {k: {"median": med[k], "all": v} for k, v in res.items()},
                                    "2x1_over_1x2": med["2x1_thread"] / med["1x2_threads"]}
+        _write(report, args.out)  # after each model, so a run stopped early keeps what it measured
     report["loadavg_end"] = os.getloadavg()
     print("| model | 1 process x 2 threads (epochs/min) | 2 processes x 1 thread (epochs/min, total) | 2x1 / 1x2 |")
     print("|---|---|---|---|")
@@ -86,10 +87,14 @@ def main() -> int:
         e = r["epochs_per_minute"]
         print(f"| {m} | {e['1x2_threads']['median']:.1f} | {e['2x1_thread']['median']:.1f} | {r['2x1_over_1x2']:.2f} |")
     print(f"load average {report['loadavg_start']} -> {report['loadavg_end']}")
-    out = Path(args.out)
+    _write(report, args.out)
+    return 0
+
+
+def _write(report: dict, out_dir: str) -> None:
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_threads_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Profile one CNN training epoch (150 steps of batch 64 + the 10k test evaluation) on CPU.
 
-    PYTHONPATH=$PWD python benchmarks/profile_cnn.py --data-dir ../shared/data [--fast] [--out FILE]
+    PYTHONPATH=$PWD python benchmarks/profile_cnn.py --data-dir ../shared/data [--fast 0|1] [--out FILE]
 
 Prints torch.profiler's table of the top ops by self CPU time and writes it to --out.
 """
@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import bayesprune as bp
+from bayesprune.models import Conv2d
 from bayesprune.training import _train_epoch, make_adam
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.environ.get("BAYESPRUNE_DATA", "../shared/data"))
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--fast", choices=["0", "1"], default=None, help="force the CNN's fast conv path off/on")
+    ap.add_argument("--fast", choices=["0", "1"], default="1", help="1: channels-last convs (default), 0: the old NCHW path")
     ap.add_argument("--out", default=None)
     ap.add_argument("--rows", type=int, default=25)
     args = ap.parse_args()
@@ -31,8 +32,7 @@ def main() -> None:
     data = bp.load_dataset(cfg, "cpu")
     torch.manual_seed(0)
     model = bp.build_model(cfg, data.input_shape, data.num_classes)
-    if args.fast is not None and hasattr(model, "fast_cpu"):
-        model.fast_cpu = args.fast == "1"
+    Conv2d.fast_cpu = args.fast == "1"
     opt = make_adam(model.parameters(), cfg.lr, "cpu")
     g = torch.Generator().manual_seed(0)
     _train_epoch(model, opt, data, 64, g, None)  # warm-up
@@ -48,7 +48,7 @@ def main() -> None:
         t2 = time.perf_counter()
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
     head = (f"CNN epoch profile: {args.steps} steps x 64 + 10k test eval, threads={torch.get_num_threads()}, "
-            f"fast={getattr(model, 'fast_cpu', None)}\n"
+            f"channels-last convs={Conv2d.fast_cpu}\n"
             f"wall (under profiler): train {t1 - t0:.2f} s, eval {t2 - t1:.2f} s; loadavg start {load0}, end {os.getloadavg()}\n")
     print(head + table)
     if args.out:
