@@ -8,14 +8,20 @@ one epoch each (same model, data, batch 64, Adam, same number of steps; every
 variant also evaluates the 10k test images once, as an epoch of each would):
 
   A   the tutorial loop: torchvision MNIST, ToTensor()+Normalize, DataLoader(64, shuffle=True)
-  B   bayesprune, method none
+  B0  (CNN only) bayesprune, method none, on today's old path: plain NCHW nn.Conv2d
+      (``bayesprune.models.Conv2d.fast_cpu = False``), so old and new are timed in one run
+  B   bayesprune, method none (the CNN on its channels-last convolutions)
   C   bayesprune, bayes-magnitude at 90 % (Bayes-factor work included)
   D   a persistent-mask loop written with torch.nn.utils.prune (forward pre-hook),
       against D' = bayesprune magnitude 90 % with regrow=False (timed on an epoch with the mask active)
 
-Also: the machine's matmul FLOP rate (large and FCN-shaped), the FLOP rate B achieves,
-the peak memory of a full MNIST run, and the time until the README's default run
-prints its first epoch.  Results go to benchmarks/results/bench_<device>_<model>.json.
+Also: the machine's matmul FLOP rate (large and FCN-shaped), a large conv2d's forward and
+forward+backward FLOP rate and the CNN's conv shapes by memory format and algorithm
+(benchmarks/bench_conv.py), the FLOP rate B (and B0) achieves, a full MNIST CNN epoch
+(938 steps + test evaluation) old path vs new, the peak memory of a full MNIST run, the
+time until the README's default run prints its first epoch, and the load average at the
+start and end (other jobs on the machine make timings noisy).
+Results go to benchmarks/results/bench_<device>.json.
 ``--smoke`` runs a tiny version on fake MNIST files (the test suite uses it).
 """
 
@@ -41,6 +47,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import bayesprune as bp
+from bayesprune.models import Conv2d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_conv import conv_ceilings  # noqa: E402
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -61,6 +71,7 @@ def machine() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -167,10 +178,17 @@ def variant_a(cfg: bp.RunConfig, tv_root: Path, steps: int, device: str, shape, 
     return time.perf_counter() - t0
 
 
-def variant_ours(cfg: bp.RunConfig, epoch: int = 1) -> float:
-    """bayesprune's own per-epoch time (training, pruning step, test evaluation)."""
+def variant_ours(cfg: bp.RunConfig, epoch: int = 1, fast_conv: bool = True) -> float:
+    """bayesprune's own per-epoch time (training, pruning step, test evaluation).
+
+    ``fast_conv=False`` runs the CNN on the old path (plain NCHW ``nn.Conv2d``).
+    """
     sync(cfg.resolved_device())
-    res = bp.train(cfg, progress=False)
+    Conv2d.fast_cpu = fast_conv
+    try:
+        res = bp.train(cfg, progress=False)
+    finally:
+        Conv2d.fast_cpu = True
     return float(res.history["seconds"].iloc[epoch - 1])
 
 
@@ -213,11 +231,15 @@ def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
     sub = bp.load_dataset(cfg_b, device)
     variants = {
         "A_tutorial_dataloader": lambda: variant_a(base, tv_root, steps, device, data.input_shape, data.num_classes),
+        "B0_bayesprune_none_old_conv": lambda: variant_ours(cfg_b, fast_conv=False),
         "B_bayesprune_none": lambda: variant_ours(cfg_b),
         "C_bayesprune_bayes_magnitude90": lambda: variant_ours(cfg_c),
         "D_torch_prune_hook": lambda: variant_d_torch(cfg_d, sub, steps, device),
         "D_bayesprune_masks": lambda: variant_ours(cfg_d, epoch=2),
     }
+    if model_name != "cnn":  # the old path differs only in the CNN's convolutions
+        del variants["B0_bayesprune_none_old_conv"]
+    load0 = os.getloadavg()
     for fn in variants.values():  # warm-up: caches, allocator, kernels
         fn()
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -225,6 +247,7 @@ def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
         for name, fn in variants.items():
             times[name].append(fn())
         print(f"  {model_name} rep {rep + 1}/{args.reps}: " + "  ".join(f"{k.split('_')[0]}={v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    load1 = os.getloadavg()
     med = {k: statistics.median(v) for k, v in times.items()}
     model = bp.build_model(base, data.input_shape, data.num_classes)
     macs, first = macs_per_sample(model, data.input_shape)
@@ -235,6 +258,7 @@ def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
     flops_b = 2.0 * train_macs * n_train + 2.0 * macs * data.n_test
     out = {
         "model": model_name, "steps": steps, "n_train": n_train, "n_test": data.n_test, "reps": args.reps,
+        "loadavg_start": load0, "loadavg_end": load1,
         "macs_per_sample": macs, "train_macs_per_sample": train_macs, "flops_per_epoch": flops_b,
         "seconds": {k: {"median": med[k], "min": min(v), "max": max(v), "all": v} for k, v in times.items()},
         "ratios": {
@@ -243,7 +267,31 @@ def bench_model(model_name: str, args, tv_root: Path, device: str) -> dict:
             "Dtorch_over_Dours": med["D_torch_prune_hook"] / med["D_bayesprune_masks"],
         },
         "B_gflops": flops_b / med["B_bayesprune_none"] / 1e9,
+        "B_gflops_best": flops_b / min(times["B_bayesprune_none"]) / 1e9,
     }
+    if "B0_bayesprune_none_old_conv" in med:
+        out["ratios"]["B0_over_B"] = med["B0_bayesprune_none_old_conv"] / med["B_bayesprune_none"]
+        out["ratios"]["B0_over_B_min"] = min(times["B0_bayesprune_none_old_conv"]) / min(times["B_bayesprune_none"])
+        out["B0_gflops"] = flops_b / med["B0_bayesprune_none_old_conv"] / 1e9
+        out["B0_gflops_best"] = flops_b / min(times["B0_bayesprune_none_old_conv"]) / 1e9
+    return out
+
+
+def full_cnn_epoch(args, device: str) -> dict:
+    """One full MNIST CNN epoch (938 steps + the 10k test evaluation), old conv path vs new, interleaved."""
+    cfg = bp.RunConfig(dataset="mnist", model="cnn", method="none", data_dir=args.data_dir, device=device, epochs=1)
+    times: dict[str, list[float]] = {"old_conv": [], "new": []}
+    load0 = os.getloadavg()
+    for rep in range(args.full_epoch_reps):
+        times["old_conv"].append(variant_ours(cfg, fast_conv=False))
+        times["new"].append(variant_ours(cfg))
+        print(f"  cnn full epoch rep {rep + 1}/{args.full_epoch_reps}: old={times['old_conv'][-1]:.2f}s "
+              f"new={times['new'][-1]:.2f}s", flush=True)
+    out = {"steps": -(-60000 // cfg.batch_size), "reps": args.full_epoch_reps, "loadavg_start": load0,
+           "loadavg_end": os.getloadavg(),
+           "seconds": {k: {"median": statistics.median(v), "min": min(v), "all": v} for k, v in times.items()}}
+    out["old_over_new"] = out["seconds"]["old_conv"]["median"] / out["seconds"]["new"]["median"]
+    out["table1_hours_per_25_epoch_run"] = {k: 25 * v["median"] / 3600 for k, v in out["seconds"].items()}
     return out
 
 
@@ -278,6 +326,9 @@ def main() -> int:
     ap.add_argument("--fcn-steps", type=int, default=None, help="default: a full epoch (938 steps)")
     ap.add_argument("--cnn-steps", type=int, default=150)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--full-epoch-reps", type=int, default=2,
+                    help="full MNIST CNN epochs per path (old conv, new) to time; 0 skips (CPU only)")
+    ap.add_argument("--skip-conv-ceilings", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny run on fake MNIST files (for the tests)")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -292,14 +343,25 @@ def main() -> int:
         else:
             tv_root = extracted_mnist(args.data_dir, tmp / "tv")
         report = {"machine": machine(), "device": args.device, "command": " ".join([Path(sys.executable).name] + sys.argv),
+                  "loadavg_start": os.getloadavg(),
                   "ceiling_gflops": {"matmul_2048": matmul_gflops(*(3 * [512 if args.smoke else 2048]), args.device),
                                      "matmul_fcn_shape_64x784x300": matmul_gflops(64, 300, 784, args.device)}}
-        print(f"machine: {report['machine']}")
+        print(f"machine: {report['machine']}, load average {report['loadavg_start']}")
         print(f"matmul ceiling: {report['ceiling_gflops']['matmul_2048']:.1f} GFLOP/s (2048^3), "
               f"{report['ceiling_gflops']['matmul_fcn_shape_64x784x300']:.1f} GFLOP/s (FCN's first layer shape)")
+        if args.device == "cpu" and not args.skip_conv_ceilings:
+            convs = conv_ceilings(smoke=args.smoke)
+            report["ceiling_gflops"]["conv2d_large_fwd"] = convs["conv2d_large_fwd"]
+            report["ceiling_gflops"]["conv2d_large_fwd_bwd"] = convs["conv2d_large_fwd_bwd"]
+            report["conv_ceilings"] = convs
+            print(f"conv2d ceiling ({convs['conv2d_large_shape']}): fwd {convs['conv2d_large_fwd']:.1f}, "
+                  f"fwd+bwd {convs['conv2d_large_fwd_bwd']:.1f} GFLOP/s")
         report["models"] = {}
         for model in args.models:
             report["models"][model] = bench_model(model, args, tv_root, args.device)
+        if not args.smoke and args.device == "cpu" and "cnn" in args.models and args.full_epoch_reps > 0:
+            report["cnn_full_epoch"] = full_cnn_epoch(args, args.device)
+        report["loadavg_end"] = os.getloadavg()
         if not args.smoke:
             report["peak_memory_mb_full_mnist_fcn_1_epoch"] = peak_memory_mb(args.data_dir, "fcn", args.device, 1)
             if args.device == "cpu":
@@ -317,20 +379,31 @@ def main() -> int:
 
 
 def render(report: dict) -> str:
-    lines = ["| model | steps | A tutorial (s) | B ours (s) | C ours+BF (s) | D torch prune (s) | D' ours masks (s) "
-             "| A/B | C/B | D/D' | B GFLOP/s | matmul GFLOP/s |", "|" + "---|" * 12]
-    ceiling = report["ceiling_gflops"]["matmul_2048"]
+    lines = ["| model | steps | A tutorial (s) | B0 old conv path (s) | B ours (s) | C ours+BF (s) | D torch prune (s) "
+             "| D' ours masks (s) | A/B | B0/B | C/B | D/D' | B0 GFLOP/s | B GFLOP/s | matmul GFLOP/s | conv fwd / fwd+bwd GFLOP/s |",
+             "|" + "---|" * 16]
+    ceil = report["ceiling_gflops"]
+    conv = (f"{ceil['conv2d_large_fwd']:.1f} / {ceil['conv2d_large_fwd_bwd']:.1f}" if "conv2d_large_fwd" in ceil else "–")
     for m, r in report["models"].items():
         s = r["seconds"]
 
         def cell(k):
-            return f"{s[k]['median']:.2f} [{s[k]['min']:.2f}–{s[k]['max']:.2f}]"
+            return f"{s[k]['median']:.2f} [{s[k]['min']:.2f}–{s[k]['max']:.2f}]" if k in s else "–"
 
-        lines.append(f"| {m} | {r['steps']} | {cell('A_tutorial_dataloader')} | {cell('B_bayesprune_none')} | "
-                     f"{cell('C_bayesprune_bayes_magnitude90')} | {cell('D_torch_prune_hook')} | {cell('D_bayesprune_masks')} | "
-                     f"{r['ratios']['A_over_B']:.2f} | {r['ratios']['C_over_B']:.3f} | {r['ratios']['Dtorch_over_Dours']:.2f} | "
-                     f"{r['B_gflops']:.1f} | {ceiling:.1f} |")
+        b0 = f"{r['ratios']['B0_over_B']:.2f}" if "B0_over_B" in r["ratios"] else "–"
+        b0g = f"{r['B0_gflops']:.1f}" if "B0_gflops" in r else "–"
+        lines.append(f"| {m} | {r['steps']} | {cell('A_tutorial_dataloader')} | {cell('B0_bayesprune_none_old_conv')} | "
+                     f"{cell('B_bayesprune_none')} | {cell('C_bayesprune_bayes_magnitude90')} | {cell('D_torch_prune_hook')} | "
+                     f"{cell('D_bayesprune_masks')} | {r['ratios']['A_over_B']:.2f} | {b0} | {r['ratios']['C_over_B']:.3f} | "
+                     f"{r['ratios']['Dtorch_over_Dours']:.2f} | {b0g} | {r['B_gflops']:.1f} | {ceil['matmul_2048']:.1f} | {conv} |")
     extra = []
+    if "cnn_full_epoch" in report:
+        f = report["cnn_full_epoch"]["seconds"]
+        extra.append(f"full MNIST CNN epoch (938 steps + test eval), median [min]: old conv path "
+                     f"{f['old_conv']['median']:.2f} [{f['old_conv']['min']:.2f}] s, new {f['new']['median']:.2f} "
+                     f"[{f['new']['min']:.2f}] s ({report['cnn_full_epoch']['old_over_new']:.2f}x)")
+    extra.append(f"load average at start {tuple(round(v, 2) for v in report['loadavg_start'])}, "
+                 f"at end {tuple(round(v, 2) for v in report['loadavg_end'])}")
     if "peak_memory_mb_full_mnist_fcn_1_epoch" in report:
         extra.append(f"peak memory, full MNIST FCN run: {report['peak_memory_mb_full_mnist_fcn_1_epoch']:.0f} MB")
     if "readme_default_first_epoch_seconds" in report:
