@@ -169,7 +169,7 @@ def timing(args, threads: int, data, model, pruned, mask) -> dict:
 
 def timing_table(result: dict) -> str:
     lines = [f"threads={result['threads']}  (1-min loadavg before each rep: "
-             f"{', '.join(f'{l[0]:.1f}' for l in result['loadavg_before_each_rep'])})",
+             f"{', '.join(f'{avg[0]:.1f}' for avg in result['loadavg_before_each_rep'])})",
              f"{'variant':28s} {'median s':>9s} {'min s':>8s} {'x epoch':>8s} {'gated/plain':>11s} {'log BF':>12s}"]
     for name, s in result["variants"].items():
         bf = f"{s['log_bf']:12.1f}" if "log_bf" in s else " " * 12

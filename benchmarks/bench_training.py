@@ -32,7 +32,6 @@ import gzip
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -387,7 +386,7 @@ def render(report: dict) -> str:
     for m, r in report["models"].items():
         s = r["seconds"]
 
-        def cell(k):
+        def cell(k, s=s):
             return f"{s[k]['median']:.2f} [{s[k]['min']:.2f}–{s[k]['max']:.2f}]" if k in s else "–"
 
         b0 = f"{r['ratios']['B0_over_B']:.2f}" if "B0_over_B" in r["ratios"] else "–"
