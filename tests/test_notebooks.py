@@ -153,6 +153,28 @@ def _check_06(r, p):
     assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
 
 
+def _check_07(r, p):
+    import pandas as pd
+
+    scan = pd.DataFrame(r["scan"])
+    assert len(scan) == 2 * len(p["sparsities"])
+    for col in ("log_bf_paper", "log_bf_paper_fitted", "log_bf_laplace", "delta_fit", "delta_penalty", "delta_occam"):
+        assert scan[col].map(math.isfinite).all(), col
+    # the Laplace log BF is exactly its three changes: fit + penalty + Occam
+    parts = scan["delta_fit"] + scan["delta_penalty"] + scan["delta_occam"]
+    assert ((scan["log_bf_laplace"] - parts).abs() <= 1e-6 * scan["log_bf_laplace"].abs().clip(lower=1)).all()
+    assert r["fitted_sigma"] > 0 and r["fitted_sigma"] != r["fixed_sigma"]
+    d = r["dense"]  # the evidence terms add up, and the Occam factor is a cost (<= 0) on the dense net
+    for side in d.values():
+        assert math.isclose(side["log Z"], side["fit"] + side["penalty"] + side["Occam"], rel_tol=1e-9, abs_tol=1e-6)
+        assert side["Occam"] <= 0
+    gated = pd.DataFrame(r["gated"])
+    assert len(gated) == 3 * len(p["seeds"])
+    assert ((gated["chosen sparsity"] >= 0) & (gated["chosen sparsity"] <= 0.99 + 0.005)).all()
+    assert set(r["mode_effect"]) == {"0", str(p["finetune_steps"])}
+    assert set(r["exercises"]) == {"1", "2", "3", "4"}
+
+
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
@@ -163,6 +185,8 @@ SMALL = {
     "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
                                                "n_masks": 4, "n_nets": 2, "trained_epochs": 1, "bound_masks": 30,
                                                "explorer_masks": 5}, _check_05),
+    "07_is_it_really_a_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "gate_epochs": 3, "seeds": [0],
+                                              "finetune_steps": 20}, _check_07),
     "06_lottery_tickets.ipynb": ({"epochs": 2, "sparsities": [0.5, 0.9], "seeds": [0], "gate_target": 0.9,
                                   "gate_sigmas": [0.03, 0.2]}, _check_06),
 }
