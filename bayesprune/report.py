@@ -111,10 +111,30 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
+#: A cell is marked when it differs from the paper by more than this (absolute accuracy) ...
+MARK_PP = 0.01
+#: ... or by more than this many standard deviations over seeds (where a spread is shown).
+MARK_STD = 2.0
+
+
+def differs_from_paper(mean: float, std: float, n: int, paper: float) -> bool:
+    """The README's mark: |ours - paper| > 1 pp, or > 2 std over seeds (std only counted with 3+ seeds)."""
+    if n == 0 or math.isnan(paper) or math.isnan(mean):
+        return False
+    diff = abs(mean - paper)
+    spread = std if n >= 3 and not math.isnan(std) else math.inf
+    return diff > MARK_PP or diff > MARK_STD * spread
+
+
 def format_table1(table: pd.DataFrame) -> str:
-    """Markdown: 'mean ± std (paper x)' per cell; with fewer than 3 seeds no spread, the seed count instead."""
+    """Markdown: 'mean ± std (paper x)' per cell; with fewer than 3 seeds no spread, the seed count instead.
+
+    A cell that differs from the paper by more than 1 pp, or by more than 2 std, ends with a bold
+    **†**, and the table is followed by a line that says so.
+    """
     header = ["dataset", "model", "sparsity"] + [COLUMN_NAMES[m] for m in TABLE_METHODS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    marked = 0
     for _, r in table.iterrows():
         cells = [str(r[("dataset", "")]), str(r[("model", "")]), f"{r[('sparsity', '')]:.0%}"]
         for m in TABLE_METHODS:
@@ -124,8 +144,15 @@ def format_table1(table: pd.DataFrame) -> str:
             cell = "–" if n == 0 else f"{mean:.4f}" + (f" ± {std:.4f}" if n >= 3 else f" ({n} seed{'s' * (n > 1)})")
             if not math.isnan(paper):
                 cell += f" (paper {paper:.4f})"
+            if differs_from_paper(mean, std, n, paper):
+                cell += " **†**"
+                marked += 1
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
+    if marked:
+        lines.append("")
+        lines.append(f"**†** ({marked} cells): differs from the paper by more than {MARK_PP * 100:.0f} pp "
+                     f"or by more than {MARK_STD:g} std over seeds.")
     return "\n".join(lines)
 
 

