@@ -148,12 +148,15 @@ def _robust_eigh(M: torch.Tensor, vectors: bool) -> torch.Tensor:
     """Eigenvalues (ascending) or eigenvectors of a symmetric PSD matrix, in float64.
 
     LAPACK's ``syevd`` can fail to converge on a curvature factor with many (nearly) repeated
-    eigenvalues, which is what a heavily pruned layer gives (a run on digits at 99 % met it).
+    eigenvalues, which is what a heavily pruned layer gives (runs on digits at 99 % met it), or,
+    in float32, return NaN eigenvectors without raising.
     A jitter of 1e-12 to 1e-6 of the mean eigenvalue on the diagonal breaks the ties while
     changing each eigenvalue by that much at most (subtracted again from the values), far below
     the nats a Bayes factor is read in.  A matrix with NaN or inf raises at once: no jitter fixes it.
     """
     M = M.double()
+    if M.numel() == 0:  # a fully pruned block: no eigenvalues
+        return torch.zeros((0, 0) if vectors else (0,), dtype=M.dtype, device=M.device)
     if not torch.isfinite(M).all():
         raise FloatingPointError("a Laplace curvature factor holds NaN or inf values (the network diverged?)")
     scale = float(M.diagonal().abs().mean()) or 1.0
@@ -162,11 +165,13 @@ def _robust_eigh(M: torch.Tensor, vectors: bool) -> torch.Tensor:
     for jitter in EIGH_JITTERS:
         try:
             A = M + (jitter * scale) * eye if jitter else M
-            if vectors:
-                return torch.linalg.eigh(A).eigenvectors
-            return torch.linalg.eigvalsh(A) - jitter * scale
+            out = torch.linalg.eigh(A).eigenvectors if vectors else torch.linalg.eigvalsh(A) - jitter * scale
         except torch.linalg.LinAlgError as exc:
             last = exc
+            continue
+        if torch.isfinite(out).all():  # LAPACK has also been seen to return NaN vectors without raising
+            return out
+        last = torch.linalg.LinAlgError(f"the symmetric eigensolver returned NaN (relative jitter {jitter:g})")
     raise last  # type: ignore[misc]
 
 
@@ -199,6 +204,8 @@ class _Factor:
             try:
                 vectors = torch.linalg.eigh(self.M.to(self.vector_dtype)).eigenvectors
             except torch.linalg.LinAlgError:  # float32 LAPACK can fail on many repeated (e.g. zero) eigenvalues
+                vectors = None
+            if vectors is None or not torch.isfinite(vectors).all():  # ... or return NaN without a word
                 vectors = _robust_eigh(self.M.double(), vectors=True)
             self._vectors2 = vectors.double().square()
         return self._vectors2

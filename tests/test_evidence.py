@@ -468,3 +468,28 @@ def test_eigensolver_failure_is_retried_with_a_tiny_jitter(monkeypatch):
     assert calls["n"] == 4  # one failure and one success each
     with pytest.raises(FloatingPointError, match="NaN"):
         evidence._robust_eigh(M * float("nan"), vectors=False)
+
+
+def test_nan_eigenvectors_from_float32_lapack_fall_back_to_float64(monkeypatch):
+    """Met on digits at 99 %: float32 eigh returned NaN eigenvectors *without raising*, and the
+    Occam factor of a masked kron block became NaN.  The factor must notice and redo it in float64."""
+    from bayesprune import evidence
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    M = X @ X.T
+    real = torch.linalg.eigh
+
+    class Result:
+        def __init__(self, vectors):
+            self.eigenvectors = vectors
+
+    def nan_in_float32(A, *a, **k):
+        out = real(A, *a, **k)
+        return Result(torch.full_like(out.eigenvectors, float("nan"))) if A.dtype == torch.float32 else out
+
+    monkeypatch.setattr(torch.linalg, "eigh", nan_in_float32)
+    f = evidence._Factor(M, vector_dtype=torch.float32)
+    assert torch.isfinite(f.vectors2).all()
+    assert torch.allclose(f.vectors2, real(M).eigenvectors.square(), atol=1e-10)
+    assert evidence._robust_eigh(torch.zeros(0, 0), vectors=False).shape == (0,)
