@@ -35,8 +35,7 @@ VARIANTS = {
     "(a) global magnitude": ({"scope": "global"}, ["magnitude"]),
     "(b) output layer unpruned": ({"prune_output": False}, ["random", "magnitude"]),
     "(c) biases counted": ({"prune_biases": True}, ["random", "magnitude"]),
-    "(d) regrowth, acc. before final prune": ({"regrow": True, "final_prune": "none"},
-                                              ["random", "bayes-random", "magnitude", "bayes-magnitude"]),
+    "(d) regrowth, acc. before final prune": ({"regrow": True, "final_prune": "none"}, ["random", "magnitude"]),
 }
 
 
