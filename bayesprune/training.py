@@ -81,6 +81,13 @@ class TrainingInterrupted(_CarriesResult, KeyboardInterrupt):
     """
 
 
+def removes_weights(history: pd.DataFrame) -> pd.Series:
+    """Which proposed steps would remove weights: a step whose candidate is no sparser than the network
+    was (a one-shot schedule after its first prune; a gradual one after its target) changes nothing, and
+    its log BF is 0 by construction.  Such epochs are not decisions of the gate and are not counted as ones."""
+    return history["candidate_sparsity"] > history["sparsity_before"] + 1e-9
+
+
 @dataclass
 class RunResult:
     """What one run produced; ``history`` has one row per finished epoch.
@@ -103,7 +110,8 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         """The one-line JSON summary of the CLI: where the run ended and how the gate decided."""
         h = self.history
-        steps = h[h["candidate_sparsity"].notna()] if len(h) else h
+        proposed = h[h["candidate_sparsity"].notna()] if len(h) else h
+        steps = proposed[removes_weights(proposed)] if len(proposed) else proposed  # decisions, not no-ops
         accepted = steps[steps["pruned"].astype(bool)] if len(steps) else steps
         sigma = h["prior_sigma"].dropna() if len(h) else h
         return {
@@ -122,6 +130,7 @@ class RunResult:
             "test_loss": round(self.test_loss, 6) if math.isfinite(self.test_loss) else None,
             "epochs": int(len(h)),
             "pruning_steps_proposed": int(len(steps)),
+            "pruning_epochs_without_change": int(len(proposed) - len(steps)),
             "pruning_steps_accepted": int(len(accepted)),
             "last_accepted_epoch": int(accepted["epoch"].iloc[-1]) if len(accepted) else None,
             "prior_sigma": round(float(sigma.iloc[-1]), 8) if len(sigma) else None,

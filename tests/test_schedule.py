@@ -139,3 +139,16 @@ def test_stop_training_from_a_callback_keeps_what_was_trained():
     res = bp.train(bp.RunConfig(method="magnitude", **GRADUAL), callbacks=[stop_after_two], progress=False)
     assert res.status == "stopped" and len(res.history) == 2
     assert res.final_sparsity == pytest.approx(res.history["sparsity"].iloc[-1])
+
+
+def test_the_summary_counts_only_steps_that_would_remove_weights():
+    """After a gradual schedule reaches its target, later epochs propose the target again and remove
+    nothing (log BF = 0 exactly): they are not decisions of the gate, and the summary says how many there were."""
+    cfg = bp.RunConfig(method="magnitude", schedule="gradual", epochs=8, prune_end_epoch=4, sparsity=0.5)
+    res = bp.train(cfg, progress=False)
+    s = res.summary()
+    h = res.history
+    assert h["candidate_sparsity"].notna().all()            # every epoch proposes
+    assert s["pruning_steps_proposed"] == 4 and s["pruning_steps_accepted"] == 4  # epochs 1-4 remove weights
+    assert s["pruning_epochs_without_change"] == 4           # epochs 5-8 propose the target it already has
+    assert s["last_accepted_epoch"] == 4
