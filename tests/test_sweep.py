@@ -184,6 +184,9 @@ def test_the_paper_mark_counts_points_and_spread():
     assert bp.report.differs_from_paper(0.960, 0.050, 5, 0.978)       # 1.8 pp, 0.36 std
     assert not bp.report.differs_from_paper(0.975, 0.0, 2, 0.978)     # two seeds: no spread to count
     assert not bp.report.differs_from_paper(0.5, 0.1, 5, float("nan"))  # no paper value
+    assert bp.report.paper_mark(0.960, 0.050, 5, 0.978) == "†"        # more than 1 pp
+    assert bp.report.paper_mark(0.970, 0.002, 5, 0.978) == "*"        # less, but beyond 2 std
+    assert bp.report.paper_mark(0.975, 0.002, 5, 0.978) == ""
 
 
 def test_summarize_without_paper_match_leaves_paper_empty():
