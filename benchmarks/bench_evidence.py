@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -58,19 +57,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_evidence.json"
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """bench_training's machine record, plus the versions the Laplace evidence depends on."""
     from importlib.metadata import version
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "laplace-torch": version("laplace-torch"), "asdfghjkl": version("asdfghjkl"),
-            "platform": platform.platform()}
+    from bench_training import machine as base_machine  # a sibling script: benchmarks/ is on sys.path
+
+    return {**base_machine(), "laplace-torch": version("laplace-torch"), "asdfghjkl": version("asdfghjkl")}
 
 
 # ------------------------------------------------------------------ the two gate steps
