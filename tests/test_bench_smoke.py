@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--smoke", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)

@@ -1,19 +1,31 @@
+"""The CLI, in-process (``cli.main``), plus one real ``python -m bayesprune`` for the entry point itself."""
+
 import json
 import subprocess
 import sys
 
 import pytest
 
-
-def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bayesprune", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+from bayesprune import cli
 
 
-def test_default_run_with_no_flags_prints_json_last(tmp_path):
-    p = _run(cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.strip().splitlines()
+def _main(capsys, monkeypatch, tmp_path, *args):
+    """``python -m bayesprune ARGS`` in this process, from ``tmp_path``: (exit status, stdout lines, stderr).
+
+    Any exception other than argparse's SystemExit fails the test: on the command line it would be a traceback.
+    """
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse's own errors: usage and exit 2
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out.strip().splitlines(), err
+
+
+def test_default_run_with_no_flags_prints_json_last(tmp_path, capsys, monkeypatch):
+    code, lines, err = _main(capsys, monkeypatch, tmp_path)
+    assert code == 0, err
     summary = json.loads(lines[-1])
     assert summary["dataset"] == "digits" and summary["method"] == "bayes-magnitude"
     assert summary["test_accuracy"] >= 0.90
@@ -22,10 +34,13 @@ def test_default_run_with_no_flags_prints_json_last(tmp_path):
     assert sum(line.startswith("epoch ") for line in lines) == 25
 
 
-def test_train_with_flags_and_out(tmp_path):
-    p = _run("train", "--dataset", "synthetic", "--epochs", "2", "--method", "bayes-random",
-             "--sparsity", "0.5", "--fcn-hidden", "16", "8", "--bf-samples", "none", "--regrow",
-             "--out", str(tmp_path / "o"), "--quiet")
+@pytest.mark.slow
+def test_train_with_flags_and_out_through_the_real_entry_point(tmp_path):
+    """The one subprocess test here: ``python -m bayesprune`` itself (``__main__``, exit status, stdout)."""
+    p = subprocess.run([sys.executable, "-m", "bayesprune", "train", "--dataset", "synthetic", "--epochs", "2",
+                        "--method", "bayes-random", "--sparsity", "0.5", "--fcn-hidden", "16", "8",
+                        "--bf-samples", "none", "--regrow", "--out", str(tmp_path / "o"), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["method"] == "bayes-random" and abs(summary["final_sparsity"] - 0.5) < 0.01
@@ -42,8 +57,9 @@ def test_train_with_flags_and_out(tmp_path):
     (["train", "--epochs", "two"], "invalid int value"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/x"], "mnist files not found"),
 ])
-def test_bad_flags_exit_nonzero_without_traceback(args, needle):
-    p = _run(*args)
-    assert p.returncode != 0
-    assert needle in p.stderr
-    assert "Traceback" not in p.stderr
+def test_bad_flags_exit_2_with_the_reason_and_no_traceback(tmp_path, capsys, monkeypatch, args, needle):
+    code, lines, err = _main(capsys, monkeypatch, tmp_path, *args)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written before the input was checked

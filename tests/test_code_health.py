@@ -90,3 +90,53 @@ def test_setting_columns_and_cli_flags_and_widgets_are_derived_from_the_config()
     from bayesprune.widgets import DEFAULT_FIELDS
 
     assert set(DEFAULT_FIELDS) == set(fields_where(widget=True)) and "sparsity" in DEFAULT_FIELDS
+
+
+# ------------------------------------------------------------------ test tiers
+#: Names whose use means a test starts another Python process (a few seconds each: torch is imported again).
+STARTS_A_PROCESS = {"subprocess", "Popen", "ProcessPoolExecutor", "WorkerPool", "make_executor", "get_context",
+                    "LocalCluster", "execute_notebook"}
+TIER_MARKS = {"slow", "notebook", "browser"}
+
+
+def _marks(decorators) -> set[str]:
+    """``slow`` from ``@pytest.mark.slow`` or ``pytestmark = pytest.mark.slow`` (and lists of them)."""
+    out = set()
+    for d in decorators:
+        for node in ast.walk(d):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "mark":
+                out.add(node.attr)
+    return out
+
+
+def _names(node) -> set[str]:
+    """Every name a function uses, its arguments included (so fixtures are followed too)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | \
+           {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)} | \
+           {n.arg for n in ast.walk(node) if isinstance(n, ast.arg)}
+
+
+def _reached(funcs: dict, name: str, seen: set) -> set[str]:
+    """The names a function uses, through the module's own helpers and fixtures."""
+    if name in seen or name not in funcs:
+        return set()
+    seen.add(name)
+    used = _names(funcs[name])
+    return used.union(*(_reached(funcs, n, seen) for n in used & funcs.keys()))
+
+
+def test_every_test_that_starts_a_process_is_out_of_the_inner_loop():
+    """``pytest -m "not notebook and not browser and not slow"`` is the inner loop because of this rule."""
+    unmarked = []
+    for path in sorted((PKG.parent / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        module_marks = _marks([n.value for n in tree.body if isinstance(n, ast.Assign)
+                               and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)])
+        funcs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+        for name, node in funcs.items():
+            if name.startswith("test_") and isinstance(node, ast.FunctionDef):
+                marks = module_marks | _marks(node.decorator_list)
+                if _reached(funcs, name, set()) & STARTS_A_PROCESS and not marks & TIER_MARKS:
+                    unmarked.append(f"{path.name}::{name}")
+    assert unmarked == [], f"these start a process; mark them @pytest.mark.slow: {unmarked}"

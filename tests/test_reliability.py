@@ -302,6 +302,7 @@ def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, ca
 
     monkeypatch.setattr(training, "_train_epoch", epoch)
     monkeypatch.setattr(runio, "write_new", write_new)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN under nohup
     got, stdout, err = _main(capsys, *TRAIN, "--epochs", "5", "--out", str(out))
     assert got == code, err
     assert "interrupted" in err and "saved interrupted run (2 epochs)" in err
@@ -309,7 +310,7 @@ def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, ca
     assert summary["status"] == "interrupted" and summary["epochs"] == 2
     assert json.loads(stdout.splitlines()[-1])["status"] == "interrupted"
     assert (out / "model.pt").stat().st_size > 0 and _hidden(tmp_path) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
 
 
 def _epoch_line(proc) -> int:
@@ -620,9 +621,9 @@ def test_a_worker_exits_when_its_lifeline_closes_without_any_signal():
 
 # ------------------------------------------------------------------ a 2-worker sweep under signals
 SWEEP = ["sweep", "--dataset", "digits", "--epochs", "3", "--fcn-hidden", "64", "32", "--bf-samples", "256",
-         "--methods", "random", "magnitude", "bayes-magnitude", "--sparsities", "0.2", "0.4", "0.6", "0.8",
+         "--methods", "random", "bayes-magnitude", "--sparsities", "0.2", "0.5", "0.8",
          "--seeds", "0", "1", "--no-report", "--workers", "2"]
-SWEEP_RUNS = 24
+SWEEP_RUNS = 12
 
 
 def _run_files(out: Path) -> list:

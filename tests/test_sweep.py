@@ -84,6 +84,7 @@ def test_atomic_write_never_exposes_half_a_file(tmp_path, monkeypatch):
     assert set(results.load_runs(tmp_path)) == {cfg.key()}
 
 
+@pytest.mark.slow
 def test_process_pool_executor_path(tmp_path):
     cfgs = bp.grid(BASE, methods=["magnitude"], sparsities=[0.5, 0.9], seeds=[0])
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -114,6 +115,7 @@ def _sweep_cmd(out):
             "--seeds", "0", "1", "--out", str(out), "--no-report"]
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_resume_runs_everything_exactly_once(tmp_path):
     out = tmp_path / "sweep"
     proc = subprocess.Popen(_sweep_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)

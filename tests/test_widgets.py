@@ -168,6 +168,7 @@ def ipywidgets7_dir():
     pytest.skip(why)
 
 
+@pytest.mark.slow
 def test_widgets_work_with_ipywidgets_7():
     path = ipywidgets7_dir()
     code = textwrap.dedent("""
