@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -191,7 +192,9 @@ def plot_accuracy_vs_sparsity(results: pd.DataFrame, paper: bool = True):
                     if not math.isnan(std):
                         ax.axhspan(mean - std, mean + std, color=color, alpha=0.15)
             elif t[(c, "n")].sum() > 0:
-                ax.errorbar(xs, t[(c, "mean")], yerr=t[(c, "std")].fillna(0), marker="o", capsize=3,
+                mean = t[(c, "mean")]
+                low, high = std_band(mean, t[(c, "std")].fillna(0), upper=1.0)
+                ax.errorbar(xs, mean, yerr=[mean - low, high - mean], marker="o", capsize=3,
                             color=color, label=f"{m} (ours)")
             if t[(c, "paper")].notna().any():
                 ax.plot(xs, t[(c, "paper")], ls="--", marker="x", color=color, alpha=0.6, label=f"{m} (paper)")
@@ -201,6 +204,15 @@ def plot_accuracy_vs_sparsity(results: pd.DataFrame, paper: bool = True):
     fig.suptitle("Accuracy vs sparsity (mean ± std over seeds; dashed: the paper's Table 1)")
     fig.tight_layout()
     return fig
+
+
+def std_band(mean: pd.Series, std: pd.Series, upper: Optional[float] = None) -> tuple[pd.Series, pd.Series]:
+    """mean ± std, cut to what the quantity can take (>= 0; <= ``upper``, 1 for an accuracy).
+
+    With a few seeds and one collapsed run the std band of an accuracy can pass 1.0 or drop below 0;
+    a band outside the possible range reads as a result, so it is drawn cut at the bounds.
+    """
+    return (mean - std).clip(lower=0.0), (mean + std).clip(upper=upper)
 
 
 def plot_test_curves(histories: pd.DataFrame, method: str, metric: str = "test_acc"):
@@ -214,7 +226,8 @@ def plot_test_curves(histories: pd.DataFrame, method: str, metric: str = "test_a
         label = "unpruned" if m == "none" else f"{sp:.0%}"
         ax.plot(curve["epoch"], curve["mean"], marker=".", label=label, color="black" if m == "none" else None)
         if curve["std"].notna().any():
-            ax.fill_between(curve["epoch"], curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.15)
+            upper = 1.0 if metric.endswith("_acc") else None
+            ax.fill_between(curve["epoch"], *std_band(curve["mean"], curve["std"], upper=upper), alpha=0.15)
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"{method}: {metric.replace('_', ' ')} per sparsity")
     ax.legend(title="sparsity", fontsize=8)
     fig.tight_layout()

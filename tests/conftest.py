@@ -19,3 +19,23 @@ def small_cfg():
     import bayesprune as bp
 
     return bp.RunConfig(dataset="synthetic", epochs=2, fcn_hidden=(32, 16), bf_samples=128)
+
+
+@pytest.fixture
+def cli_run(capsys):
+    """``python -m bayesprune ARGS`` in this process: ``cli_run(*args)`` -> (exit status, stdout, stderr).
+
+    Argparse's own errors (usage, exit 2) arrive as SystemExit and become the status; any other
+    exception fails the test, as a traceback on the command line would.
+    """
+    from bayesprune import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -6,25 +6,11 @@ import sys
 
 import pytest
 
-from bayesprune import cli
 
-
-def _main(capsys, monkeypatch, tmp_path, *args):
-    """``python -m bayesprune ARGS`` in this process, from ``tmp_path``: (exit status, stdout lines, stderr).
-
-    Any exception other than argparse's SystemExit fails the test: on the command line it would be a traceback.
-    """
+def test_default_run_with_no_flags_prints_json_last(tmp_path, cli_run, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # argparse's own errors: usage and exit 2
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out.strip().splitlines(), err
-
-
-def test_default_run_with_no_flags_prints_json_last(tmp_path, capsys, monkeypatch):
-    code, lines, err = _main(capsys, monkeypatch, tmp_path)
+    code, out, err = cli_run()
+    lines = out.strip().splitlines()
     assert code == 0, err
     summary = json.loads(lines[-1])
     assert summary["dataset"] == "digits" and summary["method"] == "bayes-magnitude"
@@ -57,8 +43,9 @@ def test_train_with_flags_and_out_through_the_real_entry_point(tmp_path):
     (["train", "--epochs", "two"], "invalid int value"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/x"], "mnist files not found"),
 ])
-def test_bad_flags_exit_2_with_the_reason_and_no_traceback(tmp_path, capsys, monkeypatch, args, needle):
-    code, lines, err = _main(capsys, monkeypatch, tmp_path, *args)
+def test_bad_flags_exit_2_with_the_reason_and_no_traceback(tmp_path, cli_run, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_run(*args)
     assert code == 2
     assert needle in err
     assert "Traceback" not in err

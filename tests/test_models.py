@@ -174,3 +174,39 @@ def test_reference_path_still_trains_to_the_same_history_up_to_rounding():
         Conv2d.fast_cpu = True
     for c in ("train_loss", "test_loss", "test_acc"):
         assert fast[c].iloc[0] == pytest.approx(slow[c].iloc[0], rel=1e-3, abs=1e-3), c
+
+
+def _relu_then_pool(self, x: torch.Tensor) -> torch.Tensor:
+    """The textbook order, ReLU before max-pool, as the CNN was written before."""
+    x = self.pool(torch.relu(self.conv1(x)))
+    x = self.pool(torch.relu(self.conv2(x)))
+    return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_pool_then_relu_is_bit_identical_to_relu_then_pool(zeros, monkeypatch):
+    """The CNN pools before its ReLU (less work); outputs and every gradient are exactly the same."""
+    torch.manual_seed(3)
+    model = CNN((1, 28, 28), 10, channels=(8, 16), hidden=32)
+    if zeros:  # dead filters and negative biases: many all-negative pooling windows and ties
+        _zero_some(model)
+        with torch.no_grad():
+            model.conv1.bias[1] = -0.5
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    logits, gx, grads = _grads(model, x, y)
+    monkeypatch.setattr(CNN, "forward", _relu_then_pool)
+    logits_ref, gx_ref, grads_ref = _grads(ref, x, y)
+    assert torch.equal(logits, logits_ref) and torch.equal(gx, gx_ref)
+    for k in grads:
+        assert torch.equal(grads[k], grads_ref[k]), k
+
+
+def test_cnn_training_history_unchanged_by_the_pooling_order(monkeypatch):
+    """Three epochs of a pruned CNN run: the same history with either order, to the last bit."""
+    cfg = bp.RunConfig(dataset="digits", model="cnn", epochs=3, method="magnitude", sparsity=0.5, cnn_hidden=16)
+    cols = ["train_loss", "test_loss", "test_acc", "sparsity"]
+    new = bp.train(cfg, progress=False).history[cols]
+    monkeypatch.setattr(CNN, "forward", _relu_then_pool)
+    old = bp.train(cfg, progress=False).history[cols]
+    assert new.equals(old)

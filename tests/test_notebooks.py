@@ -86,6 +86,9 @@ def _check_03(r, p):
     assert bayes["final sparsity"] <= p["sparsity"] + 0.005  # the gate's target is a ceiling
     # the issue's acceptance check: with auto_train the two overlaid methods' sparsity curves differ
     assert r["sparsity_curves_differ"] is True
+    ex4 = r["exercises"]["4"]  # Exercise 4 shows sparsity beside accuracy: plain random always reaches its target
+    assert set(ex4) == {"random", "bayes-random"} and abs(ex4["random"]["final sparsity"] - 0.99) <= 0.005
+    assert all(0.0 <= v["final sparsity"] <= 0.995 and 0.0 <= v["test acc"] <= 1.0 for v in ex4.values())
     curves = {k: [row["sparsity"] for row in h] for k, h in r["histories"].items()}
     assert len({tuple(c) for c in curves.values()}) == 2
     assert "error" not in r["status"]

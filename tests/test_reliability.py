@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import bayesprune as bp
-from bayesprune import cli, fileio, runio, sweeps, training
+from bayesprune import fileio, runio, sweeps, training
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--dataset", "synthetic", "--epochs", "2", "--fcn-hidden", "16", "8", "--bf-samples", "64",
@@ -40,16 +40,6 @@ def _env(**extra):
 
 def _cli_cmd(*args):
     return [sys.executable, "-m", "bayesprune", *args]
-
-
-def _main(capsys, *args):
-    """The CLI in-process: (exit status, stdout, stderr)."""
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _snapshot(folder: Path) -> dict:
@@ -77,8 +67,8 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _existing_run(capsys, out: Path, *extra) -> dict:
-    code, _, err = _main(capsys, *TRAIN, "--out", str(out), *extra)
+def _existing_run(cli_run, out: Path, *extra) -> dict:
+    code, _, err = cli_run(*TRAIN, "--out", str(out), *extra)
     assert code == 0, err
     return _snapshot(out)
 
@@ -136,44 +126,44 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 # ------------------------------------------------------------------ runs: refuse, overwrite, .prev
 @pytest.mark.slow
-def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, capsys):
+def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, cli_run):
     out = tmp_path / "run"
-    old = _existing_run(capsys, out)
-    code, stdout, err = _main(capsys, *TRAIN, "--out", str(out))
+    old = _existing_run(cli_run, out)
+    code, stdout, err = cli_run(*TRAIN, "--out", str(out))
     assert code == 2 and "already holds a run" in err and "--overwrite" in err and "run.prev" in err
     assert "epoch" not in stdout  # refused before the first epoch
     assert _snapshot(out) == old
-    code, _, err = _main(capsys, *TRAIN, "--seed", "1", "--out", str(out), "--overwrite")
+    code, _, err = cli_run(*TRAIN, "--seed", "1", "--out", str(out), "--overwrite")
     assert code == 0, err
     assert f"previous run is kept as {out}.prev" in err
     assert _snapshot(tmp_path / "run.prev") == old  # byte for byte
     assert json.loads((out / "config.json").read_text())["seed"] == 1
     assert _hidden(tmp_path) == []
     # a second overwrite replaces the run before last, never anything else
-    code, _, _ = _main(capsys, *TRAIN, "--seed", "2", "--out", str(out), "--overwrite")
+    code, _, _ = cli_run(*TRAIN, "--seed", "2", "--out", str(out), "--overwrite")
     assert code == 0
     assert json.loads((tmp_path / "run.prev" / "config.json").read_text())["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.prev"]
 
 
-def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, capsys):
+def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, cli_run):
     out = tmp_path / "run"
-    old = _existing_run(capsys, out)
+    old = _existing_run(cli_run, out)
     (tmp_path / "run.prev").mkdir()
     (tmp_path / "run.prev" / "thesis.tex").write_text("precious")
-    code, _, err = _main(capsys, *TRAIN, "--out", str(out), "--overwrite")
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
     assert code == 2 and "run.prev" in err and "not a bayesprune run" in err
     assert _snapshot(out) == old and (tmp_path / "run.prev" / "thesis.tex").read_text() == "precious"
 
 
-def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, capsys, monkeypatch):
+def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, monkeypatch):
     out = tmp_path / "run"
-    old = _existing_run(capsys, out)
+    old = _existing_run(cli_run, out)
     # without --overwrite: refused before training
-    code, _, err = _main(capsys, *TRAIN, "--lr", "1e12", "--out", str(out))
+    code, _, err = cli_run(*TRAIN, "--lr", "1e12", "--out", str(out))
     assert code == 2 and _snapshot(out) == old
     # --lr 1e12 diverges in the first epoch: nothing to save, the old run stays exactly where it was
-    code, stdout, err = _main(capsys, *TRAIN, "--lr", "1e12", "--out", str(out), "--overwrite")
+    code, stdout, err = cli_run(*TRAIN, "--lr", "1e12", "--out", str(out), "--overwrite")
     assert code == 1 and "diverged" in json.loads(stdout.splitlines()[-1])["status"]
     assert "nothing saved" in err
     assert _snapshot(out) == old and not (tmp_path / "run.prev").exists() and _hidden(tmp_path) == []
@@ -186,7 +176,7 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, capsys, monk
         return (float("nan") if len(calls) == 2 else loss), acc
 
     monkeypatch.setattr(training, "_train_epoch", nan_in_epoch_2)
-    code, _, err = _main(capsys, *TRAIN, "--out", str(out), "--overwrite")
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
     assert code == 1, err
     summary = _strict_json((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["epochs"] == 1
@@ -195,9 +185,9 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, capsys, monk
 
 
 @pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "curves.png", "swap"])
-def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, capsys, monkeypatch, victim):
+def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, cli_run, monkeypatch, victim):
     out = tmp_path / "run"
-    old = _existing_run(capsys, out)
+    old = _existing_run(cli_run, out)
     (tmp_path / "run.prev").mkdir()  # a run before last, which must survive a failed swap too
     (tmp_path / "run.prev" / "config.json").write_text("{}")
     before_last = _snapshot(tmp_path / "run.prev")
@@ -215,7 +205,7 @@ def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_pat
 
     monkeypatch.setattr(runio, "write_new", write_new)
     monkeypatch.setattr(runio.os, "rename", rename)
-    code, _, err = _main(capsys, *TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
+    code, _, err = cli_run(*TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
     assert code == 1
     assert "could not save the run" in err and "No space left on device" in err and "Traceback" not in err
     if victim != "swap":
@@ -226,10 +216,10 @@ def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_with_a_file_size_limit(tmp_path, capsys):
+def test_a_real_full_disk_with_a_file_size_limit(tmp_path, cli_run):
     """RLIMIT_FSIZE makes the kernel refuse (EFBIG) any write past 4 KiB: model.pt cannot be written."""
     out = tmp_path / "run"
-    old = _existing_run(capsys, out)
+    old = _existing_run(cli_run, out)
     limit = 4096
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
@@ -255,14 +245,14 @@ def _maybe_tiny_tmpfs(path: Path, size: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
+def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run):
     """Where we may mount (root), a 256 KiB tmpfs gives a real ENOSPC; elsewhere this test skips."""
     disk = tmp_path / "disk"
     if not _maybe_tiny_tmpfs(disk, "256k"):
         pytest.skip("needs root and mount to make a tiny tmpfs")
     try:
         out = disk / "run"
-        old = _existing_run(capsys, out)
+        old = _existing_run(cli_run, out)
         fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk ...
         try:
             while os.write(fd, b"\0" * 1024):
@@ -272,7 +262,7 @@ def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
         finally:
             os.close(fd)
         os.truncate(disk / "filler", max(0, (disk / "filler").stat().st_size - 12 * 1024))  # ... but 3 pages
-        code, _, err = _main(capsys, *TRAIN, "--seed", "9", "--out", str(out), "--overwrite")
+        code, _, err = cli_run(*TRAIN, "--seed", "9", "--out", str(out), "--overwrite")
         assert code in (1, 2) and "No space left on device" in err and "Traceback" not in err
         assert _snapshot(out) == old and not (disk / "run.prev").exists()
         assert _hidden(disk) == []
@@ -282,7 +272,7 @@ def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, capsys):
 
 # ------------------------------------------------------------------ Ctrl-C and SIGTERM during train --out
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, capsys, monkeypatch, sig, code):
+def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, cli_run, monkeypatch, sig, code):
     out = tmp_path / "run"
     real_epoch, calls = training._train_epoch, []
 
@@ -303,7 +293,7 @@ def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, ca
     monkeypatch.setattr(training, "_train_epoch", epoch)
     monkeypatch.setattr(runio, "write_new", write_new)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN under nohup
-    got, stdout, err = _main(capsys, *TRAIN, "--epochs", "5", "--out", str(out))
+    got, stdout, err = cli_run(*TRAIN, "--epochs", "5", "--out", str(out))
     assert got == code, err
     assert "interrupted" in err and "saved interrupted run (2 epochs)" in err
     summary = _strict_json((out / "summary.json").read_text())
@@ -321,7 +311,7 @@ def _epoch_line(proc) -> int:
 
 @pytest.mark.slow
 @linux_only
-def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path, capsys):
+def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path):
     """SIGINT to a real ``train --out``: exit 130, finished epochs saved.  SIGKILL: the old run untouched,
     the dead writer's temporary folder removed by the next run."""
     out = tmp_path / "run"
@@ -349,9 +339,9 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path, capsys):
 
 # ------------------------------------------------------------------ where runs may be written
 @pytest.mark.slow
-def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, capsys):
+def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run):
     out = tmp_path / "run"
-    _existing_run(capsys, out)
+    _existing_run(cli_run, out)
     victim_file, victim_dir = tmp_path / "victim.txt", tmp_path / "victim_dir"
     victim_file.write_text("do not touch")
     victim_dir.mkdir()
@@ -362,19 +352,19 @@ def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, capsys):
     (out / "sub").symlink_to(victim_dir)
     (tmp_path / "run.prev").symlink_to(victim_dir)
     for seed in ("1", "2"):  # the second overwrite deletes the first's .prev, planted links and all
-        code, _, err = _main(capsys, *TRAIN, "--seed", seed, "--out", str(out), "--overwrite")
+        code, _, err = cli_run(*TRAIN, "--seed", seed, "--out", str(out), "--overwrite")
         assert code == 0, err
         assert not (out / "model.pt").is_symlink()
     assert victim_file.read_text() == "do not touch"
     assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
     # --out itself a symlink: refused before training
     (tmp_path / "link").symlink_to(victim_dir, target_is_directory=True)
-    code, _, err = _main(capsys, *TRAIN, "--out", str(tmp_path / "link"))
+    code, _, err = cli_run(*TRAIN, "--out", str(tmp_path / "link"))
     assert code == 2 and "symbolic link" in err
 
 
 @pytest.mark.parametrize("case", ["file", "read-only", "no-permission", "mkdtemp-denied", "dot"])
-def test_a_bad_output_location_fails_before_the_first_epoch(tmp_path, capsys, monkeypatch, case):
+def test_a_bad_output_location_fails_before_the_first_epoch(tmp_path, cli_run, monkeypatch, case):
     target = tmp_path / "out"
     if case == "file":
         target.write_text("a file")
@@ -398,7 +388,7 @@ def test_a_bad_output_location_fails_before_the_first_epoch(tmp_path, capsys, mo
         monkeypatch.setattr(runio.tempfile, "mkdtemp", denied)
         needle = "Permission denied"
     try:
-        code, stdout, err = _main(capsys, *TRAIN, "--out", str(target))
+        code, stdout, err = cli_run(*TRAIN, "--out", str(target))
     finally:
         if case in ("read-only", "no-permission"):
             parent.chmod(0o755)
@@ -406,7 +396,7 @@ def test_a_bad_output_location_fails_before_the_first_epoch(tmp_path, capsys, mo
     assert "epoch" not in stdout and stdout == ""
 
 
-def test_file_modes_follow_the_umask_and_json_is_standard(tmp_path, capsys, monkeypatch):
+def test_file_modes_follow_the_umask_and_json_is_standard(tmp_path, monkeypatch):
     old_mask = os.umask(0o027)
     try:
         cfg = BASE.replace(method="bayes-magnitude", epochs=2, data_dir=tmp_path / "pathlike")  # a Path is fine
@@ -439,17 +429,17 @@ def test_file_modes_follow_the_umask_and_json_is_standard(tmp_path, capsys, monk
     (["sweep", "--seeds", str(2**64), "--out", "x"], "RunConfig.seed="),
     (["sweep", "--workers", "0", "--out", "x"], "--workers=0"),
 ])
-def test_bad_values_exit_2_naming_the_field_before_anything_runs(tmp_path, capsys, monkeypatch, args, needle):
+def test_bad_values_exit_2_naming_the_field_before_anything_runs(tmp_path, cli_run, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
-    code, stdout, err = _main(capsys, *args)
+    code, stdout, err = cli_run(*args)
     assert code == 2 and needle in err and "Traceback" not in err
     assert stdout == "" and list(tmp_path.iterdir()) == []  # nothing trained, nothing written
 
 
-def test_an_empty_data_variable_means_unset(tmp_path, capsys, monkeypatch):
+def test_an_empty_data_variable_means_unset(tmp_path, cli_run, monkeypatch):
     monkeypatch.setenv("BAYESPRUNE_DATA", "")
     assert bp.RunConfig().data_dir == "./data"
-    code, stdout, err = _main(capsys, "train", "--dataset", "digits", "--epochs", "1", "--fcn-hidden", "8",
+    code, stdout, err = cli_run("train", "--dataset", "digits", "--epochs", "1", "--fcn-hidden", "8",
                               "--quiet")
     assert code == 0, err
     assert json.loads(stdout.splitlines()[-1])["dataset"] == "digits"
@@ -498,36 +488,36 @@ def test_a_crafted_run_file_cannot_write_outside_the_sweep_folder(tmp_path):
     assert (sweep_dir / "runs" / "quarantine" / "0123456789abcdef.json").exists()
 
 
-def test_a_sweep_where_every_run_failed_exits_1(tmp_path, capsys):
-    code, stdout, err = _main(capsys, "sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
+def test_a_sweep_where_every_run_failed_exits_1(tmp_path, cli_run):
+    code, stdout, err = cli_run("sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
                               "--lr", "1e300", "--methods", "none", "magnitude", "--sparsities", "0.5",
                               "--out", str(tmp_path / "s"), "--no-report")
     assert code == 1, err
     stats = json.loads(stdout.splitlines()[-1])
     assert stats["failed"] == 2 and stats["failed_total"] == 2 and "2 stored run(s) failed" in err
-    code, stdout, _ = _main(capsys, "sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
+    code, stdout, _ = cli_run("sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
                             "--lr", "1e300", "--methods", "none", "magnitude", "--sparsities", "0.5",
                             "--out", str(tmp_path / "s"), "--no-report")
     assert code == 1 and json.loads(stdout.splitlines()[-1])["skipped"] == 2  # still failed, still non-zero
 
 
-def test_a_bad_sweep_folder_or_data_file_fails_before_any_run(tmp_path, capsys):
+def test_a_bad_sweep_folder_or_data_file_fails_before_any_run(tmp_path, cli_run):
     (tmp_path / "file").write_text("x")
-    code, _, err = _main(capsys, "sweep", "--dataset", "synthetic", "--out", str(tmp_path / "file"))
+    code, _, err = cli_run("sweep", "--dataset", "synthetic", "--out", str(tmp_path / "file"))
     assert code == 2 and "is not a folder" in err
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
         (raw / f"{stem}.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
-    code, _, err = _main(capsys, "sweep", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+    code, _, err = cli_run("sweep", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
                          "--out", str(tmp_path / "s"), "--workers", "2")
     assert code == 2 and "train-images-idx3-ubyte.gz" in err and "Traceback" not in err
     assert list((tmp_path / "s" / "runs").iterdir()) == []
 
 
 # ------------------------------------------------------------------ one sweep per folder
-def test_a_second_sweep_on_a_folder_is_refused_naming_the_holder(tmp_path, capsys):
+def test_a_second_sweep_on_a_folder_is_refused_naming_the_holder(tmp_path, cli_run):
     out = tmp_path / "s"
     out.mkdir()
     fd = os.open(out / sweeps.LOCK_NAME, os.O_RDWR | os.O_CREAT)  # another process's lock, as flock sees it
@@ -536,7 +526,7 @@ def test_a_second_sweep_on_a_folder_is_refused_naming_the_holder(tmp_path, capsy
         os.write(fd, b"pid 4242 on elsewhere\n")
         with pytest.raises(sweeps.SweepBusyError, match="pid 4242 on elsewhere"):
             bp.sweep([BASE], out, progress=False, log=lambda m: None)
-        code, _, err = _main(capsys, "sweep", "--dataset", "synthetic", "--out", str(out))
+        code, _, err = cli_run("sweep", "--dataset", "synthetic", "--out", str(out))
         assert code == 2 and "pid 4242" in err
         assert list((out / "runs").iterdir()) == []
     finally:

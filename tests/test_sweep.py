@@ -213,3 +213,14 @@ def test_summarize_refuses_to_average_different_settings():
     df.loc[df.index[:3], "regrow"] = True
     with pytest.raises(ValueError, match="mix regrow"):
         bp.summarize(df)
+
+
+def test_std_bands_stay_within_what_an_accuracy_can_be():
+    """A collapsed seed makes mean ± std pass 1 or 0; the figures cut the band there, never the mean."""
+    from bayesprune.report import std_band
+
+    mean, std = pd.Series([0.95, 0.05, 0.5]), pd.Series([0.2, 0.1, 0.1])
+    low, high = std_band(mean, std, upper=1.0)
+    assert low.tolist() == pytest.approx([0.75, 0.0, 0.4]) and high.tolist() == pytest.approx([1.0, 0.15, 0.6])
+    _, loss_high = std_band(pd.Series([2.0]), pd.Series([0.5]))  # a loss has no upper bound
+    assert loss_high.tolist() == [2.5]
