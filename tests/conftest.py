@@ -1,6 +1,7 @@
 """Shared fixtures: everything offline, nothing from ../shared."""
 
 import os
+from pathlib import Path
 
 # One torch thread, for this process and every process a test starts (set before torch is imported): the test
 # models are tiny, and two threads ran the inner loop 1.4x slower on 2 cores (77 s against 56 s). Set
@@ -39,3 +40,20 @@ def cli_run(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def ipywidgets7() -> Path:
+    """The folder holding ipywidgets 7.7 (Colab's version) for the compatibility tests, or skip.
+
+    `.ci/run` installs it with ``pip install --target .venv-ci/ipywidgets7 --no-deps "ipywidgets==7.7.*"
+    ipython_genutils`` and sets BAYESPRUNE_REQUIRE_IPYWIDGETS7=1, so in CI a missing folder fails.
+    """
+    root = Path(__file__).resolve().parents[1]
+    path = Path(os.environ.get("BAYESPRUNE_IPYWIDGETS7", root / ".venv-ci" / "ipywidgets7"))
+    if (path / "ipywidgets").is_dir():
+        return path
+    why = f"no ipywidgets 7.7 in {path} (pip install --target {path} --no-deps 'ipywidgets==7.7.*' ipython_genutils)"
+    if os.environ.get("BAYESPRUNE_REQUIRE_IPYWIDGETS7") == "1":
+        pytest.fail(why)
+    pytest.skip(why)

@@ -335,19 +335,9 @@ def test_setup_cell_installs_from_the_source_it_names(tmp_path):
 
 
 # ------------------------------------------------------------------ Colab's ipywidgets 7.7
-def _ipywidgets7():
-    path = Path(os.environ.get("BAYESPRUNE_IPYWIDGETS7", ROOT / ".venv-ci" / "ipywidgets7"))
-    if (path / "ipywidgets").is_dir():
-        return path
-    why = f"no ipywidgets 7.7 in {path} (pip install --target {path} --no-deps 'ipywidgets==7.7.*' ipython_genutils)"
-    if os.environ.get("BAYESPRUNE_REQUIRE_IPYWIDGETS7") == "1":
-        pytest.fail(why)
-    pytest.skip(why)
-
-
 @pytest.mark.parametrize("name", WIDGET_NOTEBOOKS)
-def test_widget_notebooks_run_with_ipywidgets_7(name, tmp_path):
-    path = _ipywidgets7()
+def test_widget_notebooks_run_with_ipywidgets_7(name, tmp_path, ipywidgets7):
+    path = ipywidgets7
     pythonpath = os.pathsep.join([str(path), str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     _, _, executed = _execute(name, tmp_path, env={"PYTHONPATH": pythonpath})
     if name not in PENDING_SETUP:  # the set-up cell prints the version the kernel imported

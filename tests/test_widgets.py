@@ -153,24 +153,9 @@ def test_explorer_time_cap_keeps_an_update_short(digits_x):
     assert len(d) == 1 and "time cap: 1 of 200 masks" in ex.status.value
 
 
-def ipywidgets7_dir():
-    """The folder holding ipywidgets 7.7 (Colab's version) for the compatibility tests, or skip.
-
-    `.ci/run` installs it with ``pip install --target .venv-ci/ipywidgets7 --no-deps "ipywidgets==7.7.*"
-    ipython_genutils`` and sets BAYESPRUNE_REQUIRE_IPYWIDGETS7=1, so in CI a missing folder fails.
-    """
-    path = Path(os.environ.get("BAYESPRUNE_IPYWIDGETS7", ROOT / ".venv-ci" / "ipywidgets7"))
-    if (path / "ipywidgets").is_dir():
-        return path
-    why = f"no ipywidgets 7.7 in {path} (pip install --target {path} --no-deps 'ipywidgets==7.7.*' ipython_genutils)"
-    if os.environ.get("BAYESPRUNE_REQUIRE_IPYWIDGETS7") == "1":
-        pytest.fail(why)
-    pytest.skip(why)
-
-
 @pytest.mark.slow
-def test_widgets_work_with_ipywidgets_7():
-    path = ipywidgets7_dir()
+def test_widgets_work_with_ipywidgets_7(ipywidgets7):
+    path = ipywidgets7
     code = textwrap.dedent("""
         import ipywidgets, bayesprune as bp
         from bayesprune.widgets import Dashboard, DistanceExplorer
