@@ -84,6 +84,8 @@ def _check_03(r, p):
     bayes = next(x for x in r["summary"] if x["index"].startswith("bayes-magnitude"))
     assert abs(plain["final sparsity"] - p["sparsity"]) <= 0.005  # plain takes every step to the target
     assert bayes["final sparsity"] <= p["sparsity"] + 0.005  # the gate's target is a ceiling
+    assert plain["steps accepted"] == plain["steps proposed"] >= 1  # no gate: every step that removes weights is taken
+    assert 0 <= bayes["steps accepted"] <= bayes["steps proposed"]
     # the issue's acceptance check: with auto_train the two overlaid methods' sparsity curves differ
     assert r["sparsity_curves_differ"] is True
     ex4 = r["exercises"]["4"]  # Exercise 4 shows sparsity beside accuracy: plain random always reaches its target
