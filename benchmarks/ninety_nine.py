@@ -1,4 +1,4 @@
-"""The 99 % question, answered by runs: which reading of "99 % sparsity" reproduces the paper's MNIST FCN row?
+"""The 99 % question, answered by runs: which reading of "99 % sparsity" reproduces the paper's 99 % row?
 
     python benchmarks/ninety_nine.py --data-dir ../shared/data --seeds 0 1 2
     python benchmarks/ninety_nine.py --dataset fashion-mnist --out benchmarks/results/ninety_nine_fashion
@@ -36,7 +36,7 @@ from bayesprune.studies import mean_std
 from bayesprune.sweeps import sweep_local
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_table1 import _value  # noqa: E402
+from reproduce_table1 import parse_set  # noqa: E402
 
 VARIANTS = {
     "(a) global magnitude": ({"scope": "global"}, ["magnitude"]),
@@ -62,7 +62,7 @@ def main() -> int:
                     help="a Table 1 sweep folder whose 99 %% runs (same epochs and --set fields) are the per-layer "
                          "baseline (default: benchmarks/results/table1_<dataset>_<model>_masks)")
     args = ap.parse_args()
-    extra = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    extra = parse_set(args.set)
     baseline = args.baseline or f"benchmarks/results/table1_{args.dataset}_{args.model}_masks"
     base = bp.RunConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, data_dir=args.data_dir, **extra)
     configs, label = [], {}

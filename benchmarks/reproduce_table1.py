@@ -33,6 +33,11 @@ def _value(text: str):
         return text
 
 
+def parse_set(items: list[str]) -> dict:
+    """``--set FIELD=VALUE ...`` as RunConfig keyword arguments (values read by :func:`_value`)."""
+    return {k: _value(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("BAYESPRUNE_DATA") or "../shared/data")
@@ -49,8 +54,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    extra = dict(item.split("=", 1) for item in args.set)
-    extra = {k: _value(v) for k, v in extra.items()}
+    extra = parse_set(args.set)
     if args.out is None:
         tag = f"{args.dataset}_{args.model}_{'regrow' if args.regrow else 'masks'}"
         tag += "" if args.schedule == "one-shot" else f"_{args.schedule}"
