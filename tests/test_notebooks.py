@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 pytestmark = pytest.mark.notebook
@@ -197,6 +196,13 @@ SMALL = {
 }
 
 
+def _read_notebook(path):
+    """nbformat, imported on first use: it takes seconds to import here, and ``-m "not notebook"`` collects this file too."""
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
 def test_every_notebook_has_small_parameters_here():
     assert NOTEBOOKS, "no notebooks found"
     assert set(NOTEBOOKS) == set(SMALL), "add small papermill parameters for every notebook"
@@ -204,7 +210,7 @@ def test_every_notebook_has_small_parameters_here():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_is_committed_clean(name):
-    nb = nbformat.read(NB_DIR / name, as_version=4)
+    nb = _read_notebook(NB_DIR / name)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
@@ -238,7 +244,7 @@ def _execute(name, tmp_path, env=None):
                 os.environ[k] = v
     results = json.loads((tmp_path / "results.json").read_text())
     check(results, params)
-    return results, params, nbformat.read(tmp_path / name, as_version=4)
+    return results, params, _read_notebook(tmp_path / name)
 
 
 def _outputs_text(nb) -> str:
@@ -263,7 +269,7 @@ def test_notebook_runs_under_papermill(name, tmp_path):
 
 # ------------------------------------------------------------------ set-up cell, badge, exercises
 def _first_code_cell(name) -> str:
-    nb = nbformat.read(NB_DIR / name, as_version=4)
+    nb = _read_notebook(NB_DIR / name)
     return next(c.source for c in nb.cells if c.cell_type == "code")
 
 
@@ -288,7 +294,7 @@ def test_every_notebook_has_the_same_setup_cell_and_a_colab_badge(name):
     setup = _first_code_cell(name)
     assert setup == _first_code_cell(SETUP_REFERENCE), f"{name}: the set-up cell differs from {SETUP_REFERENCE}'s"
     repo, branch = _repo_and_branch(_source_of(setup))
-    nb = nbformat.read(NB_DIR / name, as_version=4)
+    nb = _read_notebook(NB_DIR / name)
     first_md = next(c.source for c in nb.cells if c.cell_type == "markdown")
     badge = f"https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{name}"
     assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({badge})" in first_md, \
