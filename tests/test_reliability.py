@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -67,9 +68,19 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _existing_run(cli_run, out: Path, *extra) -> dict:
-    code, _, err = cli_run(*TRAIN, "--out", str(out), *extra)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory) -> Path:
+    """One finished run, trained once per module: the tests copy it instead of training it again."""
+    from bayesprune import cli
+
+    out = tmp_path_factory.mktemp("a_run") / "run"
+    assert cli.main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def _existing_run(a_run: Path, out: Path) -> dict:
+    """A copy of ``a_run`` at ``out`` (bytes and modes), and its snapshot: what must survive."""
+    shutil.copytree(a_run, out)
     return _snapshot(out)
 
 
@@ -126,9 +137,9 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 # ------------------------------------------------------------------ runs: refuse, overwrite, .prev
 @pytest.mark.slow
-def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, cli_run):
+def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, cli_run, a_run):
     out = tmp_path / "run"
-    old = _existing_run(cli_run, out)
+    old = _existing_run(a_run, out)
     code, stdout, err = cli_run(*TRAIN, "--out", str(out))
     assert code == 2 and "already holds a run" in err and "--overwrite" in err and "run.prev" in err
     assert "epoch" not in stdout  # refused before the first epoch
@@ -146,9 +157,9 @@ def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.prev"]
 
 
-def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, cli_run):
+def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, cli_run, a_run):
     out = tmp_path / "run"
-    old = _existing_run(cli_run, out)
+    old = _existing_run(a_run, out)
     (tmp_path / "run.prev").mkdir()
     (tmp_path / "run.prev" / "thesis.tex").write_text("precious")
     code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
@@ -156,9 +167,9 @@ def test_overwrite_refuses_to_delete_a_prev_that_is_not_a_run(tmp_path, cli_run)
     assert _snapshot(out) == old and (tmp_path / "run.prev" / "thesis.tex").read_text() == "precious"
 
 
-def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, monkeypatch):
+def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, monkeypatch, a_run):
     out = tmp_path / "run"
-    old = _existing_run(cli_run, out)
+    old = _existing_run(a_run, out)
     # without --overwrite: refused before training
     code, _, err = cli_run(*TRAIN, "--lr", "1e12", "--out", str(out))
     assert code == 2 and _snapshot(out) == old
@@ -185,9 +196,9 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, mon
 
 
 @pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "curves.png", "swap"])
-def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, cli_run, monkeypatch, victim):
+def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, cli_run, monkeypatch, victim, a_run):
     out = tmp_path / "run"
-    old = _existing_run(cli_run, out)
+    old = _existing_run(a_run, out)
     (tmp_path / "run.prev").mkdir()  # a run before last, which must survive a failed swap too
     (tmp_path / "run.prev" / "config.json").write_text("{}")
     before_last = _snapshot(tmp_path / "run.prev")
@@ -216,10 +227,10 @@ def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_with_a_file_size_limit(tmp_path, cli_run):
+def test_a_real_full_disk_with_a_file_size_limit(tmp_path, a_run):
     """RLIMIT_FSIZE makes the kernel refuse (EFBIG) any write past 4 KiB: model.pt cannot be written."""
     out = tmp_path / "run"
-    old = _existing_run(cli_run, out)
+    old = _existing_run(a_run, out)
     limit = 4096
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
@@ -245,14 +256,14 @@ def _maybe_tiny_tmpfs(path: Path, size: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run):
+def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run, a_run):
     """Where we may mount (root), a 256 KiB tmpfs gives a real ENOSPC; elsewhere this test skips."""
     disk = tmp_path / "disk"
     if not _maybe_tiny_tmpfs(disk, "256k"):
         pytest.skip("needs root and mount to make a tiny tmpfs")
     try:
         out = disk / "run"
-        old = _existing_run(cli_run, out)
+        old = _existing_run(a_run, out)
         fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk ...
         try:
             while os.write(fd, b"\0" * 1024):
@@ -339,9 +350,9 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path):
 
 # ------------------------------------------------------------------ where runs may be written
 @pytest.mark.slow
-def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run):
+def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run, a_run):
     out = tmp_path / "run"
-    _existing_run(cli_run, out)
+    _existing_run(a_run, out)
     victim_file, victim_dir = tmp_path / "victim.txt", tmp_path / "victim_dir"
     victim_file.write_text("do not touch")
     victim_dir.mkdir()
@@ -612,7 +623,7 @@ def test_a_worker_exits_when_its_lifeline_closes_without_any_signal():
 # ------------------------------------------------------------------ a 2-worker sweep under signals
 SWEEP = ["sweep", "--dataset", "digits", "--epochs", "3", "--fcn-hidden", "64", "32", "--bf-samples", "256",
          "--methods", "random", "bayes-magnitude", "--sparsities", "0.2", "0.5", "0.8",
-         "--seeds", "0", "1", "--no-report", "--workers", "2"]
+         "--seeds", "0", "1", "--no-report"]
 SWEEP_RUNS = 12
 
 
@@ -623,9 +634,9 @@ def _run_files(out: Path) -> list:
 @pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
-def test_stopping_a_two_worker_sweep_stops_everything_and_loses_nothing(tmp_path, sig):
+def test_stopping_a_two_worker_sweep_stops_everything_and_loses_nothing(tmp_path, sig, cli_run):
     out = tmp_path / "sweep"
-    proc = subprocess.Popen(_cli_cmd(*SWEEP, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_cli_cmd(*SWEEP, "--workers", "2", "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(), start_new_session=True)
     try:
         _wait_until(lambda: len(_run_files(out)) >= 1 or proc.poll() is not None, 600, "the first run")
@@ -652,12 +663,11 @@ def test_stopping_a_two_worker_sweep_stops_everything_and_loses_nothing(tmp_path
     assert n_before <= len(files) <= n_before + 2 < SWEEP_RUNS
     for f in files:
         assert _strict_json(f.read_text())["status"] == "ok"
-    if sig == "SIGKILL":  # run it again: the rest runs, each once, the finished ones are not touched
+    if sig == "SIGKILL":  # run it again (here, in one process): the rest runs, each once, the finished ones untouched
         mtimes = {f.name: f.stat().st_mtime_ns for f in files}
-        p = subprocess.run(_cli_cmd(*SWEEP, "--out", str(out)), capture_output=True, text=True, timeout=900,
-                           env=_env())
-        assert p.returncode == 0, p.stderr[-2000:]
-        stats = json.loads(p.stdout.splitlines()[-1])
+        code, stdout, err = cli_run(*SWEEP, "--out", str(out))
+        assert code == 0, err[-2000:]
+        stats = json.loads(stdout.splitlines()[-1])
         assert stats["skipped"] == len(files) and stats["completed"] == SWEEP_RUNS - len(files)
         assert len(_run_files(out)) == SWEEP_RUNS
         assert all((out / "runs" / n).stat().st_mtime_ns == t for n, t in mtimes.items())

@@ -109,16 +109,16 @@ def test_worker_pool_path_gives_the_in_process_results(tmp_path):
         assert row["test_accuracy"] == pytest.approx(bp.train(cfg, progress=False).test_accuracy)
 
 
-def _sweep_cmd(out):
-    return [sys.executable, "-m", "bayesprune", "sweep", "--dataset", "synthetic", "--epochs", "2",
-            "--fcn-hidden", "64", "32", "--methods", "random", "magnitude", "--sparsities", "0.25", "50%", "0.75",
-            "--seeds", "0", "1", "--out", str(out), "--no-report"]
+def _sweep_args(out):
+    return ["sweep", "--dataset", "synthetic", "--epochs", "2", "--fcn-hidden", "64", "32", "--methods", "random",
+            "magnitude", "--sparsities", "0.25", "50%", "0.75", "--seeds", "0", "1", "--out", str(out), "--no-report"]
 
 
 @pytest.mark.slow
-def test_sigkill_midway_then_resume_runs_everything_exactly_once(tmp_path):
+def test_sigkill_midway_then_resume_runs_everything_exactly_once(tmp_path, cli_run):
     out = tmp_path / "sweep"
-    proc = subprocess.Popen(_sweep_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "bayesprune", *_sweep_args(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     runs = out / "runs"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -133,9 +133,9 @@ def test_sigkill_midway_then_resume_runs_everything_exactly_once(tmp_path):
     assert 3 <= len(before) < 12
     for p in runs.glob("*.json"):
         json.loads(p.read_text())  # every file present is complete
-    p = subprocess.run(_sweep_cmd(out), capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    code, stdout, err = cli_run(*_sweep_args(out))  # the resume, in this process (a new one would only be slower)
+    assert code == 0, err
+    summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["skipped"] == len(before)
     assert summary["completed"] == 12 - len(before) and summary["failed"] == 0
     after = sorted(q.name for q in runs.glob("*.json"))
