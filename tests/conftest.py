@@ -1,6 +1,7 @@
 """Shared fixtures: everything offline, nothing from ../shared."""
 
 import os
+import re
 from pathlib import Path
 
 # One torch thread, for this process and every process a test starts (set before torch is imported): the test
@@ -13,6 +14,34 @@ import pytest  # noqa: E402
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# ------------------------------------------------------------------ test tiers
+def slow_tests_wanted(markexpr: str) -> bool:
+    """Run the ``slow`` tests (they start Python processes) in the whole suite or when ``-m`` names them.
+
+    Why: ``pytest -m "not notebook and not browser"`` is the inner loop, and twenty process tests (each
+    imports torch again) would make it four minutes instead of under one.  Bare ``pytest`` still runs
+    everything; ``-m slow`` or ``-m "not notebook or slow"`` bring them back into a marker run.
+    """
+    return not markexpr.strip() or "slow" in re.findall(r"[A-Za-z_][\w.-]*", markexpr)
+
+
+def pytest_collection_modifyitems(config, items):
+    if slow_tests_wanted(config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+
+
+def pytest_report_header(config):
+    markexpr = config.getoption("markexpr") or ""
+    if not slow_tests_wanted(markexpr):
+        return (f"-m {markexpr!r} does not name 'slow': the tests that start Python processes are left out "
+                "(bare pytest runs everything; add 'or slow' to -m to include them)")
+    return None
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def _reached(funcs: dict, name: str, seen: set) -> set[str]:
 
 
 def test_every_test_that_starts_a_process_is_out_of_the_inner_loop():
-    """``pytest -m "not notebook and not browser and not slow"`` is the inner loop because of this rule."""
+    """``pytest -m "not notebook and not browser"`` is the inner loop because of this rule (and conftest's)."""
     unmarked = []
     for path in sorted((PKG.parent / "tests").glob("test_*.py")):
         tree = ast.parse(path.read_text())
@@ -140,3 +140,47 @@ def test_every_test_that_starts_a_process_is_out_of_the_inner_loop():
                 if _reached(funcs, name, set()) & STARTS_A_PROCESS and not marks & TIER_MARKS:
                     unmarked.append(f"{path.name}::{name}")
     assert unmarked == [], f"these start a process; mark them @pytest.mark.slow: {unmarked}"
+
+
+@pytest.mark.parametrize("markexpr, wanted", [
+    ("", True),  # bare pytest: the whole suite
+    ("not notebook and not browser", False),  # the inner loop
+    ("not notebook", False),
+    ("slow", True), ("not slow", True), ("(not notebook and not browser) or slow", True),
+    ("slowish", False),  # a whole word, not a prefix
+])
+def test_slow_tests_run_in_the_whole_suite_and_when_m_names_them(markexpr, wanted):
+    from conftest import slow_tests_wanted
+
+    assert slow_tests_wanted(markexpr) is wanted
+
+
+def test_a_marker_run_that_does_not_name_slow_deselects_exactly_the_slow_tests():
+    from conftest import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, name, slow):
+            self.name, self.slow = name, slow
+
+        def get_closest_marker(self, name):
+            return object() if name == "slow" and self.slow else None
+
+    class Config:
+        def __init__(self, markexpr):
+            self.markexpr, self.deselected = markexpr, []
+            self.hook = self
+
+        def getoption(self, name):
+            assert name == "markexpr"
+            return self.markexpr
+
+        def pytest_deselected(self, items):
+            self.deselected += items
+
+    items = [Item("a", False), Item("b", True), Item("c", False), Item("d", True)]
+    for markexpr, kept, dropped in [("not notebook and not browser", "ac", "bd"), ("", "abcd", ""),
+                                    ("slow", "abcd", "")]:
+        config, selected = Config(markexpr), list(items)
+        pytest_collection_modifyitems(config, selected)
+        assert "".join(i.name for i in selected) == kept
+        assert "".join(i.name for i in config.deselected) == dropped
