@@ -56,7 +56,7 @@ def main() -> int:
     if "compare" in args.parts:
         for sigma in args.compare_sigma:
             cmp = base.replace(schedule="gradual", gate="immediate", final_prune="target", prior_sigma=sigma)
-            configs += bp.grid(cmp, ["random", "bayes-random", "magnitude", "bayes-magnitude"], [0.9, 0.99],
+            configs += bp.grid(cmp, [m for m in bp.PAPER_METHODS if m != "none"], [0.9, 0.99],
                                args.seeds)
     bp.load_dataset(base)
     t0 = time.perf_counter()

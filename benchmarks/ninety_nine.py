@@ -77,7 +77,7 @@ def main() -> int:
     if Path(baseline, "runs").is_dir():  # the per-layer reading: the Table 1 runs themselves
         t1 = bp.results_table(baseline)
         t1 = t1[(t1["status"] == "ok") & (t1["epochs"] == args.epochs) & (t1["sparsity"].round(4) == args.sparsity)
-                & t1["method"].isin(["random", "magnitude", "bayes-random", "bayes-magnitude"])]
+                & t1["method"].isin([m for m in bp.PAPER_METHODS if m != "none"])]
         for field, value in extra.items():  # the same protocol only
             t1 = t1[t1[field] == value]
         ok = pd.concat([t1.assign(variant="baseline: each layer to 99 % (Table 1 runs)"), ok], ignore_index=True)
