@@ -17,14 +17,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 # ------------------------------------------------------------------ test tiers
-def slow_tests_wanted(markexpr: str) -> bool:
-    """Run the ``slow`` tests (they start Python processes) in the whole suite or when ``-m`` names them.
+def _selects_unmarked(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` would select a test that carries no marker at all."""
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own -m parser (not public API)
+    except ImportError:  # a pytest that moved it: treat every expression as an inner loop, as before
+        return True
+    try:
+        return Expression.compile(markexpr).evaluate(lambda name, /, **kwargs: False)
+    except SyntaxError:  # pytest itself reports the bad expression
+        return True
 
-    Why: ``pytest -m "not notebook and not browser"`` is the inner loop; with its twenty process tests (each
-    imports torch again) it took 212 s here, without them under a minute.  Bare ``pytest`` still runs
-    everything; ``-m slow`` or ``-m "not notebook or slow"`` bring them back into a marker run.
+
+def slow_tests_wanted(markexpr: str) -> bool:
+    """Run the ``slow`` tests (they start Python processes) unless ``-m`` asks for an inner loop.
+
+    Why: ``pytest -m "not notebook and not browser"`` is the inner loop; with its process tests (each imports
+    torch again) it took 212 s here, without them under a minute.  An expression that would select plain,
+    unmarked tests (``not notebook``, ``not browser``) is such a loop, so it leaves the slow tests out unless
+    it names ``slow``.  Bare ``pytest`` runs everything; so does a selection of marked tests only
+    (``-m notebook``, ``-m browser``), slow ones included.
     """
-    return not markexpr.strip() or "slow" in re.findall(r"[A-Za-z_][\w.-]*", markexpr)
+    markexpr = markexpr.strip()
+    if not markexpr or "slow" in re.findall(r"[A-Za-z_][\w.-]*", markexpr):
+        return True
+    return not _selects_unmarked(markexpr)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,12 +53,20 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=slow)
 
 
-def pytest_report_header(config):
-    markexpr = config.getoption("markexpr") or ""
-    if not slow_tests_wanted(markexpr):
-        return (f"-m {markexpr!r} does not name 'slow': the tests that start Python processes are left out "
-                "(bare pytest runs everything; add 'or slow' to -m to include them)")
-    return None
+def slow_tests_notice(markexpr: str) -> str | None:
+    """The line that says the slow tests were left out, or None where they ran."""
+    if slow_tests_wanted(markexpr):
+        return None
+    return (f"-m {markexpr!r} selects unmarked tests and does not name 'slow': the tests that start Python "
+            "processes were left out (bare pytest runs everything; add 'or slow' to -m to include them)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """At the end, where ``-q`` and xdist still show it (the header is hidden by ``-q``)."""
+    notice = slow_tests_notice(config.getoption("markexpr") or "")
+    if notice:
+        terminalreporter.write_sep("-", "test tiers")
+        terminalreporter.write_line(notice)
 
 
 @pytest.fixture

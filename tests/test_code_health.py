@@ -142,22 +142,32 @@ def test_every_test_that_starts_a_process_is_out_of_the_inner_loop():
     assert unmarked == [], f"these start a process; mark them @pytest.mark.slow: {unmarked}"
 
 
+@pytest.fixture
+def conftest(request):
+    """This folder's conftest module as pytest loaded it (an ``import conftest`` depends on sys.path)."""
+    path = Path(__file__).with_name("conftest.py").resolve()
+    for plugin in request.config.pluginmanager.get_plugins():
+        if Path(getattr(plugin, "__file__", None) or "/").resolve() == path:
+            return plugin
+    pytest.fail(f"pytest did not load {path}")
+
+
 @pytest.mark.parametrize("markexpr, wanted", [
     ("", True),  # bare pytest: the whole suite
     ("not notebook and not browser", False),  # the inner loop
-    ("not notebook", False),
+    ("not notebook", False), ("not browser", False),  # these select unmarked tests: inner loops too
     ("slow", True), ("not slow", True), ("(not notebook and not browser) or slow", True),
-    ("slowish", False),  # a whole word, not a prefix
+    ("notebook", True), ("browser", True), ("notebook or browser", True),  # marked tests only: all of them
+    ("notebook and not browser", True),
+    ("not slowish", False),  # 'slow' as a whole word, not a prefix
 ])
-def test_slow_tests_run_in_the_whole_suite_and_when_m_names_them(markexpr, wanted):
-    from conftest import slow_tests_wanted
+def test_slow_tests_run_in_the_whole_suite_and_when_m_names_them_or_selects_marked_tests(conftest, markexpr,
+                                                                                         wanted):
+    assert conftest.slow_tests_wanted(markexpr) is wanted
+    assert (conftest.slow_tests_notice(markexpr) is None) is wanted
 
-    assert slow_tests_wanted(markexpr) is wanted
 
-
-def test_a_marker_run_that_does_not_name_slow_deselects_exactly_the_slow_tests():
-    from conftest import pytest_collection_modifyitems
-
+def test_a_marker_run_that_does_not_name_slow_deselects_exactly_the_slow_tests(conftest):
     class Item:
         def __init__(self, name, slow):
             self.name, self.slow = name, slow
@@ -179,8 +189,8 @@ def test_a_marker_run_that_does_not_name_slow_deselects_exactly_the_slow_tests()
 
     items = [Item("a", False), Item("b", True), Item("c", False), Item("d", True)]
     for markexpr, kept, dropped in [("not notebook and not browser", "ac", "bd"), ("", "abcd", ""),
-                                    ("slow", "abcd", "")]:
+                                    ("slow", "abcd", ""), ("notebook", "abcd", "")]:
         config, selected = Config(markexpr), list(items)
-        pytest_collection_modifyitems(config, selected)
+        conftest.pytest_collection_modifyitems(config, selected)
         assert "".join(i.name for i in selected) == kept
         assert "".join(i.name for i in config.deselected) == dropped

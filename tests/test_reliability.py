@@ -136,7 +136,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 # ------------------------------------------------------------------ runs: refuse, overwrite, .prev
-@pytest.mark.slow
 def test_an_existing_run_is_refused_without_overwrite_and_kept_as_prev_with_it(tmp_path, cli_run, a_run):
     out = tmp_path / "run"
     old = _existing_run(a_run, out)
@@ -256,11 +255,12 @@ def _maybe_tiny_tmpfs(path: Path, size: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run, a_run):
+def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run, request):
     """Where we may mount (root), a 256 KiB tmpfs gives a real ENOSPC; elsewhere this test skips."""
     disk = tmp_path / "disk"
     if not _maybe_tiny_tmpfs(disk, "256k"):
         pytest.skip("needs root and mount to make a tiny tmpfs")
+    a_run = request.getfixturevalue("a_run")  # trained only where the test can run
     try:
         out = disk / "run"
         old = _existing_run(a_run, out)
@@ -349,7 +349,6 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path):
 
 
 # ------------------------------------------------------------------ where runs may be written
-@pytest.mark.slow
 def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run, a_run):
     out = tmp_path / "run"
     _existing_run(a_run, out)
