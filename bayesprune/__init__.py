@@ -4,8 +4,17 @@
     res = bp.train(bp.RunConfig(dataset="digits", method="bayes-magnitude", sparsity=0.9))
 """
 
-from . import stats, theory, tickets, widgets
-from .bayes import (
+from .analysis import stats
+from .analysis.plots import plot_curves
+from .analysis.report import (
+    format_table1,
+    paper_table1,
+    plot_accuracy_vs_sparsity,
+    plot_test_curves,
+    summarize,
+    write_report,
+)
+from .bayes.posterior import (
     PosteriorRatio,
     PosteriorTerms,
     bf_subset,
@@ -16,12 +25,10 @@ from .bayes import (
     log_prior,
     posterior_terms,
 )
-from .config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
-from .data import DataFileError, DatasetNotFoundError, TensorDataset, load_dataset, read_idx
-from .explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
-from .models import CNN, FCN, build_model, initial_model
-from .plots import plot_curves
-from .pruning import (
+from .core.config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
+from .core.data import DataFileError, DatasetNotFoundError, TensorDataset, load_dataset, read_idx
+from .core.models import CNN, FCN, build_model, initial_model
+from .core.pruning import (
     STRATEGIES,
     Mask,
     apply_mask,
@@ -39,12 +46,8 @@ from .pruning import (
     sparsity,
     to_torch_prune,
 )
-from .report import format_table1, paper_table1, plot_accuracy_vs_sparsity, plot_test_curves, summarize, write_report
-from .results import histories_table, load_runs, results_table
-from .runio import OutputError, RunFolder, save_run
-from .schedule import PruningSchedule
-from .sweeps import grid, sweep
-from .training import (
+from .core.schedule import PruningSchedule
+from .engine.training import (
     HISTORY_COLUMNS,
     RunResult,
     StopTraining,
@@ -56,6 +59,12 @@ from .training import (
     retrain,
     train,
 )
+from .lab import theory, tickets
+from .lab.explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
+from .runs.results import histories_table, load_runs, results_table
+from .runs.runio import OutputError, RunFolder, save_run
+from .runs.sweeps import grid, sweep
+from .ui import widgets
 
 __version__ = "0.2.0"
 

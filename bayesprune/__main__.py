@@ -1,8 +1,8 @@
-"""``python -m bayesprune``: see :mod:`bayesprune.cli`."""
+"""``python -m bayesprune``: see :mod:`bayesprune.ui.cli`."""
 
 import sys
 
-from .cli import main
+from .ui.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,8 +12,8 @@ fit the curvature of the pruned net (reusing the unpruned net's identical factor
 both evidences.  It is timed for kron and diag, on the 4096-example subset (bf_samples) and on
 all 60k, next to
 
-  paper   bayesprune.bayes.posterior_terms before and after pruning (the posterior ratio), same data
-  epoch   one plain training epoch: bayesprune.training._train_epoch, batch 64, make_adam
+  paper   bayesprune.bayes.posterior.posterior_terms before and after pruning (the posterior ratio), same data
+  epoch   one plain training epoch: bayesprune.engine.training._train_epoch, batch 64, make_adam
 
 and, to see what would make it cheaper: the curvature on fewer examples (``curvature_samples``;
 the likelihood still on 4096), the one-sample Monte Carlo GGN and the empirical Fisher.
@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 
 import bayesprune as bp
-from bayesprune.evidence import Curvature, _MaskedKron
-from bayesprune.training import _train_epoch, make_adam
+from bayesprune.bayes.evidence import Curvature, _MaskedKron
+from bayesprune.engine.training import _train_epoch, make_adam
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_evidence.json"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import bayesprune as bp
-from bayesprune.fileio import atomic_write_json
+from bayesprune.runs.fileio import atomic_write_json
 
 VARIANTS = {
     "plain magnitude": dict(method="magnitude"),

@@ -9,7 +9,7 @@ variant also evaluates the 10k test images once, as an epoch of each would):
 
   A   the tutorial loop: torchvision MNIST, ToTensor()+Normalize, DataLoader(64, shuffle=True)
   B0  (CNN only) bayesprune, method none, on today's old path: plain NCHW nn.Conv2d
-      (``bayesprune.models.Conv2d.fast_cpu = False``), so old and new are timed in one run
+      (``bayesprune.core.models.Conv2d.fast_cpu = False``), so old and new are timed in one run
   B   bayesprune, method none (the CNN on its channels-last convolutions)
   C   bayesprune, bayes-magnitude at 90 % (Bayes-factor work included)
   D   a persistent-mask loop written with torch.nn.utils.prune (forward pre-hook),
@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import bayesprune as bp
-from bayesprune.models import Conv2d
+from bayesprune.core.models import Conv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_conv import conv_ceilings  # noqa: E402

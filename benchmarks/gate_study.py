@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 import bayesprune as bp
-from bayesprune import studies
-from bayesprune.fileio import atomic_write_json, atomic_write_text
-from bayesprune.report import markdown_table, save_figure
-from bayesprune.sweeps import sweep_local
+from bayesprune.analysis import studies
+from bayesprune.analysis.report import markdown_table, save_figure
+from bayesprune.runs.fileio import atomic_write_json, atomic_write_text
+from bayesprune.runs.sweeps import sweep_local
 
 
 def main() -> int:

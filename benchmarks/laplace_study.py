@@ -4,7 +4,7 @@
 
 Two parts, written to benchmarks/results/laplace_<dataset>_<model>/:
   scan   for each seed a dense network is trained, then copies are pruned (magnitude and random,
-         25-99 %) and compared three ways (bayesprune.bfcompare.evidence_scan): the paper's ratio
+         25-99 %) and compared three ways (bayesprune.lab.bfcompare.evidence_scan): the paper's ratio
          with sigma = 0.03, the paper's ratio with the prior fitted by empirical Bayes, and the
          Laplace evidence (fit + penalty + Occam) with that prior.  "Would choose" = the largest
          scanned sparsity whose log BF is still > 0.
@@ -28,10 +28,10 @@ import pandas as pd  # noqa: E402
 
 import bayesprune as bp  # noqa: E402
 from bayesprune import bfcompare  # noqa: E402
-from bayesprune.fileio import atomic_write_json, atomic_write_text  # noqa: E402
-from bayesprune.report import markdown_table, save_figure  # noqa: E402
-from bayesprune.studies import mean_std  # noqa: E402
-from bayesprune.sweeps import sweep_local  # noqa: E402
+from bayesprune.analysis.report import markdown_table, save_figure  # noqa: E402
+from bayesprune.analysis.studies import mean_std  # noqa: E402
+from bayesprune.runs.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from bayesprune.runs.sweeps import sweep_local  # noqa: E402
 
 GATES = {
     "paper, sigma 0.03": dict(bayes_factor="posterior", prior_fit="fixed"),

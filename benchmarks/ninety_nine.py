@@ -30,10 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 import bayesprune as bp
-from bayesprune.fileio import atomic_write_json, atomic_write_text
-from bayesprune.report import markdown_table, paper_table1
-from bayesprune.studies import mean_std
-from bayesprune.sweeps import sweep_local
+from bayesprune.analysis.report import markdown_table, paper_table1
+from bayesprune.analysis.studies import mean_std
+from bayesprune.runs.fileio import atomic_write_json, atomic_write_text
+from bayesprune.runs.sweeps import sweep_local
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_table1 import parse_set  # noqa: E402

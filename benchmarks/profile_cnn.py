@@ -15,8 +15,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import bayesprune as bp
-from bayesprune.models import Conv2d
-from bayesprune.training import _train_epoch, make_adam
+from bayesprune.core.models import Conv2d
+from bayesprune.engine.training import _train_epoch, make_adam
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import bayesprune as bp
-from bayesprune.fileio import atomic_write_json
-from bayesprune.sweeps import sweep_local
+from bayesprune.runs.fileio import atomic_write_json
+from bayesprune.runs.sweeps import sweep_local
 
 
 def _value(text: str):

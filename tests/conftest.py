@@ -83,7 +83,7 @@ def cli_run(capsys):
     Argparse's own errors (usage, exit 2) arrive as SystemExit and become the status; any other
     exception fails the test, as a traceback on the command line would.
     """
-    from bayesprune import cli
+    from bayesprune.ui import cli
 
     def run(*args: str) -> tuple[int, str, str]:
         try:

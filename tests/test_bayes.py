@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import bayesprune as bp
-from bayesprune.bayes import gate_allows_pruning, gate_keeps_candidate
+from bayesprune.bayes.posterior import gate_allows_pruning, gate_keeps_candidate
 
 
 def _tiny():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune.config import RunConfig
+from bayesprune.core.config import RunConfig
 
 BAD_VALUES = [
     ("dataset", "imagenet", "one of digits"),
@@ -133,7 +133,7 @@ def test_run_keys_are_pinned(name):
 
 def test_a_field_added_with_its_default_leaves_every_key_unchanged():
     """Rebuild RunConfig with one extra field (at its default): the pinned keys must not move."""
-    import bayesprune.config as config_mod
+    import bayesprune.core.config as config_mod
 
     extra = dataclasses.make_dataclass(
         "RunConfigPlus", [("brand_new_knob", float, dataclasses.field(
@@ -191,7 +191,7 @@ def test_methods_are_derived_from_the_strategies():
 
 
 def test_derived_tables_cover_every_field():
-    from bayesprune.config import config_fields
+    from bayesprune.core.config import config_fields
 
     for f in config_fields():
         assert f.metadata["help"] and f.metadata["role"] in ("axis", "setting", "io")

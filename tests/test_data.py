@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune.data import DataFileError, DatasetNotFoundError, batch_indices, read_idx
+from bayesprune.core.data import DataFileError, DatasetNotFoundError, batch_indices, read_idx
 
 
 def _write_idx(path, array, gz):
@@ -118,7 +118,7 @@ def test_batch_indices_cover_everything_once_and_are_seeded():
 def test_digits_fast_path_matches_scikit_learn():
     from sklearn.datasets import load_digits
 
-    from bayesprune.data import _digits_arrays, stratified_split
+    from bayesprune.core.data import _digits_arrays, stratified_split
 
     images, y = _digits_arrays()
     ref = load_digits()

@@ -1,4 +1,4 @@
-"""bayesprune.evidence against exact or independent answers.
+"""bayesprune.bayes.evidence against exact or independent answers.
 
 Independent references: closed forms (Bayesian linear regression), laplace-torch's own
 log_marginal_likelihood / optimize_prior_precision with its default curvlinops backend
@@ -16,10 +16,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bayesprune as bp
-from bayesprune.evidence import LOG_2PI, MAX_FULL_PARAMS, Curvature, EvidenceTerms
+from bayesprune.bayes.evidence import LOG_2PI, MAX_FULL_PARAMS, Curvature, EvidenceTerms
 
 if importlib.util.find_spec("laplace") is None:  # find, not import: laplace-torch takes seconds to import
-    pytest.skip("bayesprune.evidence needs laplace-torch (pip install laplace-torch)", allow_module_level=True)
+    pytest.skip("bayesprune.bayes.evidence needs laplace-torch (pip install laplace-torch)", allow_module_level=True)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -36,10 +36,10 @@ def _one_thread():
 # ------------------------------------------------------------------ fixtures and helpers
 def _train(model, data, epochs, lr=3e-3, seed=0):
     torch.manual_seed(seed)
-    opt = bp.training.make_adam(model.parameters(), lr, "cpu")
+    opt = bp.engine.training.make_adam(model.parameters(), lr, "cpu")
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        bp.training._train_epoch(model, opt, data, 64, g, None)
+        bp.engine.training._train_epoch(model, opt, data, 64, g, None)
     return model
 
 
@@ -445,7 +445,7 @@ def test_deterministic_and_leaves_the_model_alone(fcn, synthetic, hessian):
 def test_eigensolver_failure_is_retried_with_a_tiny_jitter(monkeypatch):
     """LAPACK may not converge on a factor with many repeated eigenvalues (met at 99 % on digits):
     the spectrum is then taken with a relative jitter of 1e-12.. on the diagonal, and the values stay right."""
-    from bayesprune import evidence
+    from bayesprune.bayes import evidence
 
     g = torch.Generator().manual_seed(0)
     X = torch.randn(30, 8, generator=g, dtype=torch.float64)
@@ -476,7 +476,7 @@ def test_eigensolver_failure_is_retried_with_a_tiny_jitter(monkeypatch):
 def test_nan_eigenvectors_from_float32_lapack_fall_back_to_float64(monkeypatch):
     """Met on digits at 99 %: float32 eigh returned NaN eigenvectors *without raising*, and the
     Occam factor of a masked kron block became NaN.  The factor must notice and redo it in float64."""
-    from bayesprune import evidence
+    from bayesprune.bayes import evidence
 
     g = torch.Generator().manual_seed(1)
     X = torch.randn(12, 3, generator=g, dtype=torch.float64)

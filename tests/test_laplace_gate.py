@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune import training
+from bayesprune.engine import training
 
 if importlib.util.find_spec("laplace") is None:  # find, not import: laplace-torch takes seconds to import
     pytest.skip("the Laplace gate needs laplace-torch (pip install laplace-torch)", allow_module_level=True)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import bayesprune as bp
-from bayesprune.models import CNN, Conv2d, channels_last
+from bayesprune.core.models import CNN, Conv2d, channels_last
 
 STATE_KEYS = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias",
               "fc2.weight", "fc2.bias"]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import bayesprune as bp
-from bayesprune.pruning import magnitude_mask, num_to_prune, random_mask
+from bayesprune.core.pruning import magnitude_mask, num_to_prune, random_mask
 
 
 def _net():

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 import bayesprune as bp
-from bayesprune import fileio, runio, sweeps, training
+from bayesprune.engine import training
+from bayesprune.runs import fileio, runio, sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--dataset", "synthetic", "--epochs", "2", "--fcn-hidden", "16", "8", "--bf-samples", "64",
@@ -71,7 +72,7 @@ def _strict_json(text: str):
 @pytest.fixture(scope="module")
 def a_run(tmp_path_factory) -> Path:
     """One finished run, trained once per module: the tests copy it instead of training it again."""
-    from bayesprune import cli
+    from bayesprune.ui import cli
 
     out = tmp_path_factory.mktemp("a_run") / "run"
     assert cli.main([*TRAIN, "--out", str(out)]) == 0
@@ -233,7 +234,7 @@ def test_a_real_full_disk_with_a_file_size_limit(tmp_path, a_run):
     limit = 4096
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-            "from bayesprune.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from bayesprune.ui.cli import main; sys.exit(main(sys.argv[1:]))")
     for target in (out, tmp_path / "fresh"):
         p = subprocess.run([sys.executable, "-c", code, *TRAIN, "--dataset", "digits", "--seed", "5",
                             "--out", str(target), "--overwrite"], capture_output=True, text=True, timeout=600,
@@ -565,7 +566,7 @@ def _sleep(seconds):
 @pytest.mark.slow
 @linux_only
 def test_a_dead_worker_fails_only_its_task_and_terminate_ends_everything():
-    from bayesprune.pool import PoolStopped, WorkerDied, WorkerPool
+    from bayesprune.runs.pool import PoolStopped, WorkerDied, WorkerPool
 
     pool = WorkerPool(2)
     try:
@@ -598,7 +599,7 @@ def test_a_worker_exits_when_its_lifeline_closes_without_any_signal():
     """The portable fallback of PR_SET_PDEATHSIG: the parent's end of a pipe closes, the worker exits (code 1)."""
     import multiprocessing
 
-    from bayesprune.pool import _worker_main
+    from bayesprune.runs.pool import _worker_main
 
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
@@ -685,7 +686,7 @@ class _Recording(sweeps.SequentialExecutor):
 @pytest.mark.slow
 @linux_only
 def test_a_killed_worker_fails_only_its_run_and_the_next_sweep_runs_it_again(tmp_path):
-    from bayesprune.pool import WorkerPool
+    from bayesprune.runs.pool import WorkerPool
 
     cfg = BASE.replace(dataset="digits", method="magnitude", sparsity=0.5)
     configs = [cfg.replace(epochs=60, seed=1), cfg.replace(epochs=60, seed=2),  # two long runs first

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune import training
-from bayesprune.schedule import PruningSchedule
+from bayesprune.core.schedule import PruningSchedule
+from bayesprune.engine import training
 
 GRADUAL = dict(dataset="synthetic", fcn_hidden=(32, 16), bf_samples=128, schedule="gradual", epochs=6,
                prune_start_epoch=1, prune_end_epoch=4, sparsity=0.8)
@@ -119,7 +119,7 @@ def test_beta_zero_gives_the_plain_methods_history(gate):
     plain = bp.train(bp.RunConfig(method="random", **GRADUAL), progress=False).history[cols]
     gated = bp.train(bp.RunConfig(method="bayes-random", beta=0.0, gate=gate, **GRADUAL), progress=False).history
     assert gated[cols].equals(plain)
-    assert math.isinf(bp.bayes.log_threshold(0.0))
+    assert math.isinf(bp.bayes.posterior.log_threshold(0.0))
 
 
 def test_output_layer_and_biases_options():

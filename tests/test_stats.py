@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from bayesprune import stats
+from bayesprune.analysis import stats
 
 
 def test_t_quantiles_match_scipy():

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import bayesprune as bp
-from bayesprune import results
-from bayesprune.sweeps import make_executor, stop_executor
+from bayesprune.runs import results
+from bayesprune.runs.sweeps import make_executor, stop_executor
 
 BASE = bp.RunConfig(dataset="synthetic", epochs=1, fcn_hidden=(16, 8), bf_samples=64)
 
@@ -62,7 +62,7 @@ def _record(cfg, status="ok"):
 
 
 def test_atomic_write_never_exposes_half_a_file(tmp_path, monkeypatch):
-    from bayesprune import fileio
+    from bayesprune.runs import fileio
 
     cfg = BASE
     target = results.run_path(tmp_path, cfg.key())
@@ -181,14 +181,14 @@ def test_summarize_on_a_hand_made_table():
 
 
 def test_the_paper_mark_counts_points_and_spread():
-    assert not bp.report.differs_from_paper(0.975, 0.002, 5, 0.978)   # 0.3 pp, 1.5 std
-    assert bp.report.differs_from_paper(0.970, 0.002, 5, 0.978)       # 0.8 pp but 4 std
-    assert bp.report.differs_from_paper(0.960, 0.050, 5, 0.978)       # 1.8 pp, 0.36 std
-    assert not bp.report.differs_from_paper(0.975, 0.0, 2, 0.978)     # two seeds: no spread to count
-    assert not bp.report.differs_from_paper(0.5, 0.1, 5, float("nan"))  # no paper value
-    assert bp.report.paper_mark(0.960, 0.050, 5, 0.978) == "†"        # more than 1 pp
-    assert bp.report.paper_mark(0.970, 0.002, 5, 0.978) == "*"        # less, but beyond 2 std
-    assert bp.report.paper_mark(0.975, 0.002, 5, 0.978) == ""
+    assert not bp.analysis.report.differs_from_paper(0.975, 0.002, 5, 0.978)   # 0.3 pp, 1.5 std
+    assert bp.analysis.report.differs_from_paper(0.970, 0.002, 5, 0.978)       # 0.8 pp but 4 std
+    assert bp.analysis.report.differs_from_paper(0.960, 0.050, 5, 0.978)       # 1.8 pp, 0.36 std
+    assert not bp.analysis.report.differs_from_paper(0.975, 0.0, 2, 0.978)     # two seeds: no spread to count
+    assert not bp.analysis.report.differs_from_paper(0.5, 0.1, 5, float("nan"))  # no paper value
+    assert bp.analysis.report.paper_mark(0.960, 0.050, 5, 0.978) == "†"        # more than 1 pp
+    assert bp.analysis.report.paper_mark(0.970, 0.002, 5, 0.978) == "*"        # less, but beyond 2 std
+    assert bp.analysis.report.paper_mark(0.975, 0.002, 5, 0.978) == ""
 
 
 def test_summarize_without_paper_match_leaves_paper_empty():
@@ -217,7 +217,7 @@ def test_summarize_refuses_to_average_different_settings():
 
 def test_std_bands_stay_within_what_an_accuracy_can_be():
     """A collapsed seed makes mean ± std pass 1 or 0; the figures cut the band there, never the mean."""
-    from bayesprune.report import std_band
+    from bayesprune.analysis.report import std_band
 
     mean, std = pd.Series([0.95, 0.05, 0.5]), pd.Series([0.2, 0.1, 0.1])
     low, high = std_band(mean, std, upper=1.0)

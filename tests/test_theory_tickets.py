@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune import theory, tickets
+from bayesprune.lab import theory, tickets
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune import training
-from bayesprune.bayes import PosteriorTerms
+from bayesprune.bayes.posterior import PosteriorTerms
+from bayesprune.engine import training
 
 
 def test_history_columns_and_result(small_cfg):

@@ -9,7 +9,7 @@ import pytest
 import bayesprune as bp
 
 widgets = pytest.importorskip("ipywidgets")
-from bayesprune.widgets import ConfigControls, Dashboard, DistanceExplorer  # noqa: E402
+from bayesprune.ui.widgets import ConfigControls, Dashboard, DistanceExplorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_widgets_work_with_ipywidgets_7(ipywidgets7):
     path = ipywidgets7
     code = textwrap.dedent("""
         import ipywidgets, bayesprune as bp
-        from bayesprune.widgets import Dashboard, DistanceExplorer
+        from bayesprune.ui.widgets import Dashboard, DistanceExplorer
         assert ipywidgets.__version__.startswith("7.7"), ipywidgets.__version__
         dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=300, fcn_hidden=(8,)), draw_budget=0.0)
         dash.widget()

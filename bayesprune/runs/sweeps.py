@@ -1,7 +1,7 @@
 """Resumable grids of runs: nothing lost on interruption, nothing computed twice.
 
 Each finished run is one JSON file ``out_dir/runs/<config key>.json`` (see
-:mod:`bayesprune.results`), written atomically, so a reader sees either nothing
+:mod:`bayesprune.runs.results`), written atomically, so a reader sees either nothing
 or a whole file, even if the process is killed with SIGKILL.
 ``out_dir/results.csv`` is rebuilt from those files after every run.
 
@@ -11,7 +11,7 @@ it ends); a second sweep on the same folder is refused with the holder's pid.
 
 ``executor`` is anything with the :class:`concurrent.futures.Executor`
 interface (``submit`` returning futures): ``None`` runs in-process one after the
-other; :class:`~bayesprune.pool.WorkerPool` (``make_executor``, CLI ``--workers``)
+other; :class:`~bayesprune.runs.pool.WorkerPool` (``make_executor``, CLI ``--workers``)
 or ``ProcessPoolExecutor`` use local cores; Dask's ``Client.get_executor()``
 hands the same sweep to a cluster.  Workers write their own run files, so the
 run folder must be on storage every worker can see.
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import pandas as pd
 
-from .config import PAPER_METHODS, RunConfig
+from ..core.config import PAPER_METHODS, RunConfig
 from .fileio import atomic_write_json, file_mode
 from .results import RUN_FILE_VERSION, load_run, load_runs, run_path, runs_dir, write_results
 from .runio import OutputError
@@ -91,7 +91,7 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
     """
     import torch
 
-    from .training import TrainingDiverged, train
+    from ..engine.training import TrainingDiverged, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -320,7 +320,7 @@ def _record_lost_run(out_dir: Path, cfg: RunConfig, exc: BaseException) -> dict[
 
 # ------------------------------------------------------------------ executors
 def make_executor(workers: int) -> Optional[Executor]:
-    """None (in-process) for one worker, else a :class:`~bayesprune.pool.WorkerPool` of ``workers`` processes."""
+    """None (in-process) for one worker, else a :class:`~bayesprune.runs.pool.WorkerPool` of ``workers`` processes."""
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid: allowed an integer >= 1")
     if workers == 1:

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .bayes import bf_subset, posterior_terms
-from .data import TensorDataset
-from .pruning import Mask, apply_mask, compute_mask
-from .training import _run_steps, _some_batches, make_adam
+from ..bayes.posterior import bf_subset, posterior_terms
+from ..core.data import TensorDataset
+from ..core.pruning import Mask, apply_mask, compute_mask
+from ..engine.training import _run_steps, _some_batches, make_adam
 
 
 def finetuned_copy(model: nn.Module, mask: Mask, data: TensorDataset, steps: int, lr: float = 0.001,
@@ -57,7 +57,7 @@ def evidence_scan(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per (strategy, sparsity): the three log Bayes factors and the Laplace terms' changes."""
-    from .evidence import Curvature
+    from ..bayes.evidence import Curvature
 
     idx = bf_subset(data.n_train, bf_samples, seed).to(data.x_train.device)
     x, y = data.x_train[idx], data.y_train[idx]

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
+from ..core.config import RunConfig
 
 GATED = dict(schedule="gradual", final_prune="gate", gate="immediate")
 

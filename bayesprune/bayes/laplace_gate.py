@@ -1,7 +1,7 @@
 """The gate's evaluator for a true Bayes factor: Laplace evidences of the network before and after a step.
 
 ``RunConfig.bayes_factor="laplace"`` gates on log BF = log Z(after) - log Z(before), each
-evidence a Laplace approximation (:mod:`bayesprune.evidence`); ``prior_fit="marglik"``
+evidence a Laplace approximation (:mod:`bayesprune.bayes.evidence`); ``prior_fit="marglik"``
 fits the prior precision to the *unpruned* side's evidence at every step (empirical
 Bayes) and uses that one prior for both sides, whichever Bayes factor gates.
 
@@ -22,9 +22,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .bayes import PosteriorTerms, posterior_terms
-from .config import RunConfig
-from .pruning import Mask
+from ..core.config import RunConfig
+from ..core.pruning import Mask
+from .posterior import PosteriorTerms, posterior_terms
 
 
 def laplace_available() -> bool:

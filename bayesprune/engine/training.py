@@ -1,7 +1,7 @@
 """Training interleaved with (gated) pruning: the paper's procedure, one epoch at a time.
 
 Per epoch: one pass of Adam over the shuffled training set; then, where the
-:class:`~bayesprune.schedule.PruningSchedule` proposes one, a pruning step
+:class:`~bayesprune.core.schedule.PruningSchedule` proposes one, a pruning step
 (:func:`prune_step`).  The step records the Bayes factor's terms before and
 after, whether or not the gate let it prune, so a student can see why the gate
 opened.  One history row per epoch goes to every callback as it is made.
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .bayes import (
+from ..bayes.posterior import (
     PosteriorRatio,
     PosteriorTerms,
     bf_subset,
@@ -34,11 +34,19 @@ from .bayes import (
     log_bayes_factor,
     summed_loss_and_correct,
 )
-from .config import RunConfig
-from .data import TensorDataset, batch_indices, load_dataset
-from .models import initial_model
-from .pruning import Mask, apply_mask, compute_mask, layer_sparsity, output_layer_names, prunable_parameters, sparsity
-from .schedule import PruningSchedule
+from ..core.config import RunConfig
+from ..core.data import TensorDataset, batch_indices, load_dataset
+from ..core.models import initial_model
+from ..core.pruning import (
+    Mask,
+    apply_mask,
+    compute_mask,
+    layer_sparsity,
+    output_layer_names,
+    prunable_parameters,
+    sparsity,
+)
+from ..core.schedule import PruningSchedule
 
 Callback = Callable[[dict[str, Any]], None]
 NAN = float("nan")
@@ -139,8 +147,8 @@ class RunResult:
         }
 
     def save(self, out_dir, plot: bool = True, overwrite: bool = False):
-        """Write the run folder atomically (see :mod:`bayesprune.runio`); returns its path."""
-        from .runio import save_run
+        """Write the run folder atomically (see :mod:`bayesprune.runs.runio`); returns its path."""
+        from ..runs.runio import save_run
 
         return save_run(self, out_dir, plot=plot, overwrite=overwrite)
 
@@ -375,7 +383,7 @@ def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
     bf_idx = bf_subset(data.n_train, cfg.bf_samples, cfg.seed).to(data.x_train.device)
     x_bf, y_bf = data.x_train[bf_idx], data.y_train[bf_idx]
     if cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik":
-        from .laplace_gate import LaplaceRatio
+        from ..bayes.laplace_gate import LaplaceRatio
 
         return LaplaceRatio(cfg, x_bf, y_bf, data.n_train, model)
     return PosteriorRatio(x_bf, y_bf, data.n_train, cfg.prior_mu, cfg.prior_sigma, cfg.likelihood,

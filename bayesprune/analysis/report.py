@@ -15,9 +15,9 @@ from typing import Optional
 
 import pandas as pd
 
-from .config import METHODS, PAPER_METHODS, config_fields, fields_where
-from .fileio import atomic_write_bytes, atomic_write_text
-from .results import histories_table, results_table
+from ..core.config import METHODS, PAPER_METHODS, config_fields, fields_where
+from ..runs.fileio import atomic_write_bytes, atomic_write_text
+from ..runs.results import histories_table, results_table
 
 TABLE_METHODS = list(PAPER_METHODS)
 COLUMN_NAMES = {"none": "unpruned", "random": "random", "bayes-random": "bayes_random",

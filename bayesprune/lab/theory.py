@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import CNN, FCN
-from .pruning import apply_mask, compute_mask, prunable_parameters
-from .stats import binomial_lower_bound
+from ..analysis.stats import binomial_lower_bound
+from ..core.models import CNN, FCN
+from ..core.pruning import apply_mask, compute_mask, prunable_parameters
 
 
 @torch.inference_mode()

@@ -3,7 +3,7 @@
 ``<sweep>/runs/<config key>.json`` holds one run: ``version``, ``key``, the full
 ``config``, ``status`` (``ok``/``failed``), ``error``, final accuracy and sparsity,
 the full ``history`` and ``seconds``.  Files are written atomically
-(:mod:`bayesprune.fileio`), as standard JSON (NaN is ``null``).
+(:mod:`bayesprune.runs.fileio`), as standard JSON (NaN is ``null``).
 
 Reading is strict: a file whose version is not :data:`RUN_FILE_VERSION`, whose
 key does not match its config, whose config does not validate, or whose fields
@@ -11,7 +11,7 @@ have the wrong types is *reported*, by its path, and never mixed into a table.
 ``sweep`` also moves such files aside (``runs/quarantine/<name>``, never
 overwriting an earlier one) so that their runs are computed again.  Every path
 the package derives from a record comes from its validated config (the key is a
-hash, method names are checked against :data:`~bayesprune.config.METHODS`), so a
+hash, method names are checked against :data:`~bayesprune.core.config.METHODS`), so a
 crafted file cannot direct a write outside the sweep folder.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from .config import RunConfig
+from ..core.config import RunConfig
 from .fileio import atomic_write_json, atomic_write_text
 
 RUN_FILE_VERSION = 2
@@ -45,7 +45,7 @@ def check_record(path: Path, rec: Any) -> Optional[str]:
         return "not a JSON object"
     version = rec.get("version")
     if version != RUN_FILE_VERSION:
-        hint = " (written with the old key scheme: bayesprune.results.migrate() re-keys it)" if version == 1 else ""
+        hint = " (written with the old key scheme: bayesprune.runs.results.migrate() re-keys it)" if version == 1 else ""
         return f"run file version {version!r}, expected {RUN_FILE_VERSION}{hint}"
     try:
         cfg = RunConfig.from_dict(rec["config"])

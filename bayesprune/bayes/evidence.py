@@ -1,6 +1,6 @@
 """Laplace-approximated model evidence: a true Bayes factor, Occam factor included.
 
-The paper's "Bayes factor" (:mod:`bayesprune.bayes`) is a ratio of posterior *densities*
+The paper's "Bayes factor" (:mod:`bayesprune.bayes.posterior`) is a ratio of posterior *densities*
 at two weight settings.  A Bayes factor proper is a ratio of evidences, Z = p(D | model),
 and the Laplace approximation at the weights w* gives each one:
 
@@ -357,7 +357,7 @@ def _laplace():
             import laplace.curvature
     except ImportError as exc:
         raise ImportError(
-            f"bayesprune.evidence needs laplace-torch ({exc}); install it: pip install 'laplace-torch>=0.3,<0.4'"
+            f"bayesprune.bayes.evidence needs laplace-torch ({exc}); install it: pip install 'laplace-torch>=0.3,<0.4'"
         ) from exc
     return laplace
 

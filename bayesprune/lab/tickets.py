@@ -13,17 +13,17 @@ from typing import Literal, Optional
 
 from torch import nn
 
-from .config import RunConfig
-from .data import TensorDataset
-from .models import initial_model as _initial_model
-from .pruning import Mask, apply_mask, sparsity
-from .training import evaluate, retrain
+from ..core.config import RunConfig
+from ..core.data import TensorDataset
+from ..core.models import initial_model as _initial_model
+from ..core.pruning import Mask, apply_mask, sparsity
+from ..engine.training import evaluate, retrain
 
 Start = Literal["rewind", "reinit", "finetune"]
 
 
 def initial_model(cfg: RunConfig, data: TensorDataset) -> nn.Module:
-    """Exactly the network ``bp.train(cfg)`` starts from (:func:`bayesprune.models.initial_model`)."""
+    """Exactly the network ``bp.train(cfg)`` starts from (:func:`bayesprune.core.models.initial_model`)."""
     return _initial_model(cfg, data.input_shape, data.num_classes, data.x_train.device)
 
 

@@ -8,7 +8,7 @@ Nothing here freezes the notebook:
 
 * The dashboard trains in a background thread.  The kernel stays free to handle
   button clicks, so **Stop** ends a run after its current epoch (the callback
-  raises :class:`~bayesprune.training.StopTraining`) and keeps what was trained.
+  raises :class:`~bayesprune.engine.training.StopTraining`) and keeps what was trained.
   Train while a run is going queues another run.  ``button.click()`` from code takes
   the same path; ``wait()`` (or ``raise_if_failed()``) blocks until the queue is done.
 * Figures are rendered off-screen to PNG and shown in an ``Image`` widget (safe to
@@ -27,7 +27,7 @@ import time
 import traceback
 from typing import Any, Optional, Sequence
 
-from .config import BOUNDS, CHOICES, RunConfig, config_fields, field_type, fields_where
+from ..core.config import BOUNDS, CHOICES, RunConfig, config_fields, field_type, fields_where
 
 #: The dashboard's controls: the fields whose metadata says ``widget=True``.
 DEFAULT_FIELDS = tuple(fields_where(widget=True))
@@ -37,7 +37,7 @@ def available_devices() -> list[str]:
     """Device choices that RunConfig would accept on this machine."""
     import torch
 
-    from .config import _mps_available
+    from ..core.config import _mps_available
 
     out = ["auto", "cpu"]
     if torch.cuda.is_available():
@@ -126,7 +126,7 @@ def render_png(fig, dpi: int = 80) -> bytes:
 
 
 class LiveCurves:
-    """The dashboard's figure: the two panels of :func:`bayesprune.plots.plot_curves`, built once and redrawn.
+    """The dashboard's figure: the two panels of :func:`bayesprune.analysis.plots.plot_curves`, built once and redrawn.
 
     The axes, labels and margins are made once; each :meth:`render` replaces only the lines, with one
     legend entry per run (the line styles are keyed in the panel titles), and draws once off-screen.
@@ -387,7 +387,7 @@ class Dashboard:
         return result
 
     def _run(self, cfg: RunConfig):
-        from .training import StopTraining, train
+        from ..engine.training import StopTraining, train
 
         label, n = _label(cfg), 2
         while label in self.runs:  # the same settings again: keep both runs in the overlay
@@ -510,7 +510,7 @@ class DistanceExplorer:
             self.compute()
 
     def _net(self, width: int):
-        from .theory import make_net
+        from ..lab.theory import make_net
 
         if width not in self._nets:
             self._nets[width] = make_net(self.kind, width, self.x.shape[1:], self.num_classes, self.seed)
@@ -520,7 +520,7 @@ class DistanceExplorer:
         """Measure and draw the current settings; returns the distances (one per mask drawn)."""
         from matplotlib.figure import Figure
 
-        from .theory import measure_masks
+        from ..lab.theory import measure_masks
 
         v = {k: c.value for k, c in self.controls.items()}
         for c in self.controls.values():

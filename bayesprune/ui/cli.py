@@ -30,7 +30,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from .config import METHODS, PAPER_METHODS, RunConfig, config_fields, field_type, is_optional
+from ..core.config import METHODS, PAPER_METHODS, RunConfig, config_fields, field_type, is_optional
 
 
 def _optional_int(text: str) -> Optional[int]:
@@ -135,9 +135,9 @@ def _epoch_printer(cfg: RunConfig):
 
 
 def run_train(ns: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .runio import RunFolder
-    from .training import TrainingDiverged, TrainingInterrupted, train
+    from ..core.data import load_dataset
+    from ..engine.training import TrainingDiverged, TrainingInterrupted, train
+    from ..runs.runio import RunFolder
 
     cfg = config_from_args(ns)
     cfg.resolved_device()  # a missing cuda/mps is a bad input: exit 2 before anything else
@@ -166,7 +166,7 @@ def run_train(ns: argparse.Namespace) -> int:
 
 def _save(folder, result, code: int) -> int:
     """Commit the run folder; a run with no finished epoch is not saved (``--out`` stays as it was)."""
-    from .runio import RunConflict
+    from ..runs.runio import RunConflict
 
     if len(result.history) == 0:
         folder.discard()
@@ -189,8 +189,8 @@ def _save(folder, result, code: int) -> int:
 
 # ------------------------------------------------------------------ sweep
 def run_sweep(ns: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .sweeps import default_threads, grid, make_executor, stop_executor, sweep, sweep_lock
+    from ..core.data import load_dataset
+    from ..runs.sweeps import default_threads, grid, make_executor, stop_executor, sweep, sweep_lock
 
     base = config_from_args(ns, skip=("method", "sparsity", "seed"))
     if ns.workers < 1:
@@ -210,7 +210,7 @@ def run_sweep(ns: argparse.Namespace) -> int:
         stop_executor(executor, now=False)
         stats = df.attrs["stats"]
         if not ns.no_report and len(df) and (df["status"] == "ok").any():
-            from .report import write_report
+            from ..analysis.report import write_report
 
             try:
                 write_report(ns.out)
@@ -258,7 +258,7 @@ _STOP = _StopSignals()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .data import DatasetNotFoundError
+    from ..core.data import DatasetNotFoundError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .pruning import prunable_parameters
+from ..core.pruning import prunable_parameters
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -32,10 +32,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import RunConfig
+from ..core.config import RunConfig
 from .fileio import dir_mode, dumps, fsync_dir, write_new
 
-RunResult = Any  # bayesprune.training.RunResult (not imported: training imports this module)
+RunResult = Any  # bayesprune.engine.training.RunResult (not imported: training imports this module)
 
 RUN_FILES = ("config.json", "history.csv", "summary.json", "model.pt", "curves.png")
 
@@ -195,7 +195,7 @@ class RunFolder:
         if plot and len(result.history):
             import matplotlib.pyplot as plt
 
-            from .plots import plot_curves
+            from ..analysis.plots import plot_curves
 
             fig = plot_curves(result.history, title=_title(result.config), beta=_beta(result.config))
             png = io.BytesIO()

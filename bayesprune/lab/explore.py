@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .bayes import bf_subset, log_likelihood, log_prior
-from .data import TensorDataset
-from .pruning import apply_mask, compute_mask, prunable_parameters
+from ..bayes.posterior import bf_subset, log_likelihood, log_prior
+from ..core.data import TensorDataset
+from ..core.pruning import apply_mask, compute_mask, prunable_parameters
 
 
 def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Reading runs: statistics, tables, reports, studies and figures."""

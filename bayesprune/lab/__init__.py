@@ -1,0 +1,1 @@
+"""The notebooks' companions: explorations, Bayes-factor comparisons, theory checks, lottery tickets."""

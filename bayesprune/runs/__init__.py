@@ -1,0 +1,1 @@
+"""Keeping runs: atomic files, run folders, run records, sweeps and their worker pool."""

@@ -1,0 +1,1 @@
+"""The user's front ends: the command line and the notebook widgets."""
