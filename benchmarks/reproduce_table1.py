@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 0.99])
-    ap.add_argument("--methods", nargs="+", default=list(bp.PAPER_METHODS), choices=bp.METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(bp.PAPER_METHODS), choices=bp.methods())
     ap.add_argument("--regrow", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--schedule", default="one-shot", choices=bp.CHOICES["schedule"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other RunConfig fields")

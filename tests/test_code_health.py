@@ -10,8 +10,6 @@ import bayesprune as bp
 PKG = Path(bp.__file__).parent
 #: The subpackages, lowest first: a module may import its own subpackage or a lower one, never a higher one.
 PACKAGE_RANK = {"core": 0, "bayes": 1, "engine": 2, "runs": 3, "analysis": 4, "lab": 5, "ui": 6, "": 7}
-#: Upward imports that the layout still has, each to be removed (the list only shrinks).
-KNOWN_UPWARD = {("engine.training", "runs.runio"), ("runs.runio", "analysis.plots")}
 
 
 def _module_name(path: Path) -> str:
@@ -77,8 +75,7 @@ def test_the_import_graph_has_no_cycle():
 def test_imports_run_one_way():
     upward = {(m, d) for m, deps in _graph().items() for d in deps
               if PACKAGE_RANK[_package(d)] > PACKAGE_RANK[_package(m)]}
-    assert upward <= KNOWN_UPWARD, f"imports of a higher subpackage: {sorted(upward - KNOWN_UPWARD)}"
-    assert KNOWN_UPWARD <= upward, f"gone, take them off KNOWN_UPWARD: {sorted(KNOWN_UPWARD - upward)}"
+    assert upward == set(), f"imports of a higher subpackage: {sorted(upward)}"
 
 
 def test_the_checker_sees_imports_inside_functions():

@@ -15,7 +15,8 @@ from typing import Optional
 
 import pandas as pd
 
-from ..core.config import METHODS, PAPER_METHODS, config_fields, fields_where
+from ..core.config import PAPER_METHODS, config_fields, fields_where
+from ..core.registry import methods
 from ..runs.fileio import atomic_write_bytes, atomic_write_text
 from ..runs.results import histories_table, results_table
 
@@ -263,7 +264,7 @@ def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
     save_figure(plot_accuracy_vs_sparsity(results, paper=paper), written["accuracy_vs_sparsity.png"])
     hist = histories_table(out)
     for method in sorted(set(hist.get("method", [])) - {"none"}):
-        if method not in METHODS:  # pragma: no cover - load_runs validated every config
+        if method not in methods():  # pragma: no cover - load_runs validated every config
             continue
         path = out / f"test_curves_{method}.png"
         save_figure(plot_test_curves(hist, method), path)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
+from .registry import DATASETS
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -329,19 +330,21 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> TensorDa
     Loaded splits are cached per process (CPU copies), so sweeps and notebooks
     read the files once.
     """
-    root = str(Path(cfg.data_dir).expanduser())
-    if cfg.dataset == "digits":
-        ds = _digits()
-    elif cfg.dataset == "synthetic":
-        ds = _synthetic()
-    elif cfg.dataset in _IDX_FOLDERS:
-        ds = _idx_dataset(cfg.dataset, root, cfg.download)
-    elif cfg.dataset == "cifar10":
-        ds = _cifar10(root, cfg.download)
-    else:  # pragma: no cover - RunConfig validation forbids it
-        raise ValueError(f"unknown dataset {cfg.dataset!r}")
+    ds = DATASETS.lookup(cfg.dataset)(cfg)
     if cfg.train_size is not None and cfg.train_size < ds.n_train:
         g = torch.Generator().manual_seed(cfg.seed + 7919)
         idx = torch.randperm(ds.n_train, generator=g)[: cfg.train_size]
         ds = TensorDataset(ds.name, ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, ds.num_classes)
     return ds.to(device)
+
+
+def _root(cfg: RunConfig) -> str:
+    return str(Path(cfg.data_dir).expanduser())
+
+
+# name -> load(cfg) -> TensorDataset (CPU, full size): add a data set with one more line.
+DATASETS.register("digits", lambda cfg: _digits())
+DATASETS.register("mnist", lambda cfg: _idx_dataset("mnist", _root(cfg), cfg.download))
+DATASETS.register("fashion-mnist", lambda cfg: _idx_dataset("fashion-mnist", _root(cfg), cfg.download))
+DATASETS.register("cifar10", lambda cfg: _cifar10(_root(cfg), cfg.download))
+DATASETS.register("synthetic", lambda cfg: _synthetic())

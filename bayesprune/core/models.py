@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .registry import MODELS
 
 
 class FCN(nn.Module):
@@ -118,9 +119,13 @@ def initial_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
 
 
 def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """A freshly initialised model for ``cfg`` (initialisation uses torch's global RNG)."""
-    if cfg.model == "fcn":
-        return FCN(input_shape, num_classes, cfg.fcn_hidden)
-    if cfg.model == "cnn":
-        return CNN(input_shape, num_classes, hidden=cfg.cnn_hidden)
-    raise ValueError(f"RunConfig.model={cfg.model!r} is invalid: allowed fcn, cnn")  # pragma: no cover
+    """A freshly initialised model for ``cfg`` (initialisation uses torch's global RNG).
+
+    The builder is ``MODELS[cfg.model]``: add a model with
+    ``MODELS.register("mlp", lambda cfg, input_shape, num_classes: ...)``.
+    """
+    return MODELS.lookup(cfg.model)(cfg, input_shape, num_classes)
+
+
+MODELS.register("fcn", lambda cfg, input_shape, num_classes: FCN(input_shape, num_classes, cfg.fcn_hidden))
+MODELS.register("cnn", lambda cfg, input_shape, num_classes: CNN(input_shape, num_classes, hidden=cfg.cnn_hidden))

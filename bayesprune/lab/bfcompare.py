@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from ..bayes.posterior import bf_subset, posterior_terms
+from ..core.criteria import compute_mask
 from ..core.data import TensorDataset
-from ..core.pruning import Mask, apply_mask, compute_mask
+from ..core.pruning import Mask, apply_mask
 from ..engine.training import _run_steps, _some_batches, make_adam
 
 

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..bayes.posterior import bf_subset, log_likelihood, log_prior
+from ..core.criteria import compute_mask
 from ..core.data import TensorDataset
-from ..core.pruning import apply_mask, compute_mask, prunable_parameters
+from ..core.pruning import apply_mask, prunable_parameters
 
 
 def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from ..analysis.stats import binomial_lower_bound
+from ..core.criteria import compute_mask
 from ..core.models import CNN, FCN
-from ..core.pruning import apply_mask, compute_mask, prunable_parameters
+from ..core.pruning import apply_mask, prunable_parameters
 
 
 @torch.inference_mode()

@@ -126,7 +126,7 @@ def render_png(fig, dpi: int = 80) -> bytes:
 
 
 class LiveCurves:
-    """The dashboard's figure: the two panels of :func:`bayesprune.analysis.plots.plot_curves`, built once and redrawn.
+    """The dashboard's figure: the two panels of :func:`bayesprune.runs.plots.plot_curves`, built once and redrawn.
 
     The axes, labels and margins are made once; each :meth:`render` replaces only the lines, with one
     legend entry per run (the line styles are keyed in the panel titles), and draws once off-screen.
