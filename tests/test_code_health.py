@@ -84,6 +84,18 @@ def test_the_checker_sees_imports_inside_functions():
     assert not any(d.startswith("runs.sweeps") for d in _imports(PKG / "engine" / "training.py"))
 
 
+def test_install_hints_name_extras_that_exist():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = set(tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = {m for p in PKG.rglob("*.py") for m in re.findall(r"bayesprune\[(\w+)\]", p.read_text())}
+    assert named and named <= extras, f"install hints name extras that pyproject.toml lacks: {sorted(named - extras)}"
+    assert {"laplace", "notebooks", "dask", "dev"} <= extras
+    readme = (PKG.parent / "README.md").read_text()
+    assert all(f'".[{e}]"' in readme for e in ("laplace", "notebooks", "dask", "dev")), "the README names each extra"
+
+
 def test_public_names_are_declared():
     assert sorted(bp.__all__) == sorted(set(bp.__all__))
     for name in bp.__all__:

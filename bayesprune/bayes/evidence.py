@@ -357,7 +357,7 @@ def _laplace():
             import laplace.curvature
     except ImportError as exc:
         raise ImportError(
-            f"bayesprune.bayes.evidence needs laplace-torch ({exc}); install it: pip install 'laplace-torch>=0.3,<0.4'"
+            f"bayesprune.bayes.evidence needs laplace-torch ({exc}); install it: pip install 'bayesprune[laplace]'"
         ) from exc
     return laplace
 

@@ -239,10 +239,18 @@ def _find_idx(raw: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _torchvision_download(dataset: str, root: Path) -> None:
+def _torchvision():
     try:
         import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise DatasetNotFoundError(f"reading or downloading this data set needs torchvision ({exc}): "
+                                   "pip install 'bayesprune[vision]'") from None
+    return tvd
 
+
+def _torchvision_download(dataset: str, root: Path) -> None:
+    tvd = _torchvision()
+    try:
         cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[dataset]
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
@@ -312,9 +320,8 @@ def _cifar10(root: str, download: bool) -> TensorDataset:
                 f"contains 'cifar-10-batches-py/'."
             )
         _torchvision_download("cifar10", Path(root))
+    tvd = _torchvision()
     try:
-        import torchvision.datasets as tvd
-
         tr = tvd.CIFAR10(root=root, train=True, download=False)
         te = tvd.CIFAR10(root=root, train=False, download=False)
     except Exception as exc:
