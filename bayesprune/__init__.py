@@ -13,7 +13,7 @@ from .analysis.report import (
     paper_table1,
     plot_accuracy_vs_sparsity,
     plot_test_curves,
-    summarize,
+    table1,
     write_report,
 )
 from .bayes.posterior import (
@@ -80,7 +80,7 @@ __all__ = [
     # extension points
     "CRITERIA", "GATES", "BAYES_FACTORS", "MODELS", "DATASETS", "ScoreContext", "mask_from_scores",
     # sweeps and Table 1
-    "sweep", "grid", "load_runs", "results_table", "histories_table", "summarize", "format_table1", "paper_table1",
+    "sweep", "grid", "load_runs", "results_table", "histories_table", "table1", "format_table1", "paper_table1",
     "write_report", "plot_accuracy_vs_sparsity", "plot_test_curves", "stats",
     # masks and pruning by hand
     "Mask", "compute_mask", "apply_mask", "prune_magnitude", "prune_random", "prune_neurons", "magnitude_mask",

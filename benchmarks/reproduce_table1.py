@@ -67,7 +67,7 @@ def main() -> int:
     t0 = time.perf_counter()
     df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads)
     bp.write_report(args.out)
-    md = bp.format_table1(bp.summarize(df))
+    md = bp.format_table1(bp.table1(df))
     meta_path = Path(args.out, "meta.json")
     previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     wall = round(time.perf_counter() - t0, 1)

@@ -89,3 +89,43 @@ def test_registering_a_taken_or_reserved_name_is_refused(largest):
         bp.CRITERIA.register("largest", largest)
     with pytest.raises(ValueError, match="bayes-"):
         bp.CRITERIA.register("bayes-x", largest)
+
+
+def test_a_model_a_data_set_and_a_gate_register_the_same_way(cli_run):
+    import math
+
+    from bayesprune.core.data import DATASETS, TensorDataset
+    from bayesprune.core.models import MODELS
+    from bayesprune.core.registry import GATES
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 5, generator=g), torch.randint(0, 3, (96,), generator=g)
+
+    class Never:  # the candidate is never kept, so only the forced last step prunes
+        def allows(self, first_pruning_epoch, previous_log_bf, beta):
+            return True
+
+        def keeps(self, log_bf, beta):
+            return False
+
+    MODELS.register("linear", lambda cfg, shape, classes: torch.nn.Linear(math.prod(shape), classes))
+    DATASETS.register("blobs", lambda cfg: TensorDataset("blobs", x[:64], y[:64], x[64:], y[64:], 3))
+    GATES.register("never", Never())
+    try:
+        cfg = bp.RunConfig(dataset="blobs", model="linear", gate="never", method="bayes-magnitude", epochs=3,
+                           sparsity=0.6)
+        res = bp.train(cfg, progress=False)
+        assert isinstance(res.model, torch.nn.Linear) and res.model.weight.shape == (3, 5)
+        assert res.history["pruned"].tolist() == [False, False, True]  # refused, refused, forced
+        assert res.final_sparsity == pytest.approx(0.6, abs=0.04)
+        from bayesprune.ui.cli import build_parser
+
+        train = build_parser()._subparsers._group_actions[0].choices["train"]
+        choices = {a.dest: a.choices for a in train._actions}
+        assert "linear" in choices["model"] and "blobs" in choices["dataset"] and "never" in choices["gate"]
+    finally:
+        MODELS.unregister("linear")
+        DATASETS.unregister("blobs")
+        GATES.unregister("never")
+    with pytest.raises(ValueError, match="RunConfig.model='linear'.*fcn, cnn"):
+        bp.RunConfig(model="linear")

@@ -21,6 +21,7 @@ method, with its ``bayes-`` twin, in the CLI and in the dashboard::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -187,6 +188,26 @@ def compute_mask(
                          f"{sorted(targets)}")
     current = {k: w.detach() != 0 for k, w in targets.items()}
     return mask_from_scores({k: scores[k] for k in targets}, sparsity, scope, current)
+
+
+def pruned_copy(
+    model: nn.Module,
+    criterion: Union[str, Criterion],
+    sparsity: float,
+    seed: int = 0,
+    *,
+    generator: Optional[torch.Generator] = None,
+    scope: str = "layer",
+    skip: Sequence[str] = (),
+) -> nn.Module:
+    """A deep copy of ``model`` pruned by ``criterion`` to ``sparsity``; the original is untouched.
+
+    Random criteria draw from ``generator``, or from a generator seeded with ``seed``.
+    """
+    clone = copy.deepcopy(model)
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    apply_mask(clone, compute_mask(clone, criterion, sparsity, scope, g, skip=skip))
+    return clone
 
 
 def _one(criterion: str, weight: torch.Tensor, sparsity: float, generator, current: Optional[torch.Tensor]):

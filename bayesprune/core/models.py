@@ -107,13 +107,20 @@ class CNN(nn.Module):
         return self.fc2(x)
 
 
-def initial_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
-                  device: torch.device | str = "cpu") -> nn.Module:
+def initial_model(cfg: RunConfig, input_shape, num_classes: Optional[int] = None,
+                  device: torch.device | str | None = None) -> nn.Module:
     """Exactly the network a run of ``cfg`` starts from: seeded with ``cfg.seed``, then built.
 
-    The one way :func:`bayesprune.train` and the lottery-ticket rewind build their start,
-    so a rewound ticket is bit-identical to the run's initial weights.
+    ``initial_model(cfg, data)`` takes the shapes and the device from a ``TensorDataset``;
+    ``initial_model(cfg, input_shape, num_classes, device)`` from the arguments.  The one way
+    :func:`bayesprune.train` and the lottery-ticket rewind build their start, so a rewound
+    ticket is bit-identical to the run's initial weights.
     """
+    if num_classes is None:  # a TensorDataset
+        data = input_shape
+        input_shape, num_classes = data.input_shape, data.num_classes
+        device = data.x_train.device if device is None else device
+    device = "cpu" if device is None else device
     torch.manual_seed(cfg.seed)
     return build_model(cfg, input_shape, num_classes).to(device)
 

@@ -6,25 +6,16 @@ sparsities, priors and sample sizes without changing the network.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
-import torch
 from torch import nn
 
 from ..bayes.posterior import bf_subset, log_likelihood, log_prior
-from ..core.criteria import compute_mask
+from ..core.criteria import pruned_copy
 from ..core.data import TensorDataset
-from ..core.pruning import apply_mask, prunable_parameters
-
-
-def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` pruned by ``strategy`` to ``sparsity`` (the original is untouched)."""
-    clone = copy.deepcopy(model)
-    apply_mask(clone, compute_mask(clone, strategy, sparsity, generator=torch.Generator().manual_seed(seed)))
-    return clone
+from ..core.pruning import prunable_parameters
 
 
 def _terms_row(strategy: str, sparsity: float, sigma: float, samples: int, likelihood: str,
