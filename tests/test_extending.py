@@ -129,3 +129,31 @@ def test_a_model_a_data_set_and_a_gate_register_the_same_way(cli_run):
         GATES.unregister("never")
     with pytest.raises(ValueError, match="RunConfig.model='linear'.*fcn, cnn"):
         bp.RunConfig(model="linear")
+
+
+def test_the_developers_guide_taylor_criterion_uses_the_data_in_ctx(small_cfg):
+    from bayesprune.core.registry import CRITERIA
+
+    @CRITERIA.register("taylor")
+    def taylor_scores(model, ctx):  # as in DEVELOPERS.md
+        x, y = ctx.data.x_train[:256], ctx.data.y_train[:256]
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return {name: (w * w.grad).detach().abs() for name, w in ctx.targets.items()}
+
+    try:
+        data = bp.load_dataset(small_cfg)
+        net = bp.build_model(small_cfg, data.input_shape, data.num_classes)
+        mask = bp.compute_mask(net, "taylor", 0.5, data=data)
+        # the oracle: the same saliency by torch.autograd.grad, the lowest half of each layer pruned
+        params = bp.prunable_parameters(net)
+        loss = torch.nn.functional.cross_entropy(net(data.x_train[:256]), data.y_train[:256])
+        grads = torch.autograd.grad(loss, list(params.values()))
+        for (name, w), g in zip(params.items(), grads):
+            s = (w * g).detach().abs().flatten()
+            cut = torch.argsort(s)[: round(s.numel() * 0.5)]
+            assert not mask[name].flatten()[cut].any() and mask[name].sum() == s.numel() - cut.numel()
+        res = bp.train(small_cfg.replace(method="bayes-taylor", sparsity=0.5), progress=False)
+        assert res.final_sparsity == pytest.approx(0.5, abs=0.01)
+    finally:
+        CRITERIA.unregister("taylor")

@@ -198,6 +198,7 @@ def pruned_copy(
     *,
     generator: Optional[torch.Generator] = None,
     scope: str = "layer",
+    biases: bool = False,
     skip: Sequence[str] = (),
 ) -> nn.Module:
     """A deep copy of ``model`` pruned by ``criterion`` to ``sparsity``; the original is untouched.
@@ -206,7 +207,7 @@ def pruned_copy(
     """
     clone = copy.deepcopy(model)
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
-    apply_mask(clone, compute_mask(clone, criterion, sparsity, scope, g, skip=skip))
+    apply_mask(clone, compute_mask(clone, criterion, sparsity, scope, g, biases=biases, skip=skip))
     return clone
 
 
