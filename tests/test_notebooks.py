@@ -339,7 +339,7 @@ def test_setup_cell_installs_from_the_source_it_names(tmp_path):
     target = tmp_path / "target"
     out = _run_setup(tmp_path, str(src), {"PIP_TARGET": str(target), "PIP_NO_DEPS": "1", "PIP_NO_BUILD_ISOLATION": "0"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert (target / "bayesprune" / "stats.py").exists()
+    assert (target / "bayesprune" / "analysis" / "stats.py").exists()
 
 
 # ------------------------------------------------------------------ Colab's ipywidgets 7.7
