@@ -2,57 +2,61 @@
 
     import bayesprune as bp
     res = bp.train(bp.RunConfig(dataset="digits", method="bayes-magnitude", sparsity=0.9))
+
+The names here are the ones a user calls; everything else is importable from its
+subpackage (``bayesprune.core``, ``bayes``, ``engine``, ``runs``, ``analysis``, ``lab``, ``ui``).
 """
 
 from .analysis import stats
-from .analysis.plots import plot_curves
 from .analysis.report import (
     format_table1,
     paper_table1,
     plot_accuracy_vs_sparsity,
     plot_test_curves,
-    summarize,
+    table1,
     write_report,
 )
 from .bayes.posterior import (
-    PosteriorRatio,
     PosteriorTerms,
     bf_subset,
-    gate_allows_pruning,
-    gate_keeps_candidate,
     log_bayes_factor,
     log_likelihood,
     log_prior,
     posterior_terms,
 )
-from .core.config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
-from .core.data import DataFileError, DatasetNotFoundError, TensorDataset, load_dataset, read_idx
-from .core.models import CNN, FCN, build_model, initial_model
-from .core.pruning import (
-    STRATEGIES,
-    Mask,
-    apply_mask,
+from .core.config import BOUNDS, CHOICES, PAPER_METHODS, RunConfig
+from .core.criteria import (
+    ScoreContext,
     compute_mask,
-    count_weights,
-    layer_sparsity,
     magnitude_mask,
+    mask_from_scores,
     neuron_mask,
-    prunable_parameters,
     prune_magnitude,
     prune_neurons,
     prune_random,
     random_mask,
+)
+from .core.data import DatasetNotFoundError, TensorDataset, load_dataset
+from .core.models import CNN, FCN, build_model, initial_model
+from .core.pruning import (
+    Mask,
+    apply_mask,
+    count_weights,
+    layer_sparsity,
+    prunable_parameters,
     remove_torch_prune,
     sparsity,
     to_torch_prune,
 )
+from .core.registry import BAYES_FACTORS, CRITERIA, DATASETS, GATES, MODELS, methods
 from .core.schedule import PruningSchedule
 from .engine.training import (
-    HISTORY_COLUMNS,
+    EpochCallback,
     RunResult,
     StopTraining,
     TrainingDiverged,
     TrainingInterrupted,
+    build_run,
     evaluate,
     gate_state,
     prune_step,
@@ -61,23 +65,33 @@ from .engine.training import (
 )
 from .lab import theory, tickets
 from .lab.explore import bf_scan, bf_terms, pruned_copy, sigma_crossover, weight_values
+from .runs.plots import plot_curves
 from .runs.results import histories_table, load_runs, results_table
-from .runs.runio import OutputError, RunFolder, save_run
+from .runs.runio import save_run
 from .runs.sweeps import grid, sweep
 from .ui import widgets
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "BOUNDS", "CHOICES", "CNN", "DataFileError", "DatasetNotFoundError", "FCN", "HISTORY_COLUMNS", "METHODS", "Mask", "OutputError",
-    "PAPER_METHODS", "PosteriorRatio", "PosteriorTerms", "PruningSchedule", "RunConfig", "RunFolder", "RunResult",
-    "STRATEGIES", "StopTraining", "TensorDataset", "TrainingDiverged", "TrainingInterrupted", "apply_mask",
-    "bf_scan", "bf_subset", "bf_terms", "build_model", "compute_mask", "count_weights", "evaluate",
-    "format_table1", "gate_allows_pruning", "gate_state", "gate_keeps_candidate", "grid", "histories_table", "initial_model",
-    "layer_sparsity", "load_dataset", "load_runs", "log_bayes_factor", "log_likelihood", "log_prior",
-    "magnitude_mask", "neuron_mask", "paper_table1", "plot_accuracy_vs_sparsity", "plot_curves", "plot_test_curves",
-    "posterior_terms", "prunable_parameters", "prune_magnitude", "prune_neurons", "prune_random", "prune_step",
-    "pruned_copy", "random_mask", "read_idx", "remove_torch_prune", "results_table", "retrain", "save_run",
-    "sigma_crossover", "sparsity", "stats", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
-    "weight_values", "widgets", "write_report",
+    # a run
+    "RunConfig", "train", "RunResult", "StopTraining", "TrainingDiverged", "TrainingInterrupted", "EpochCallback",
+    "build_run", "save_run", "plot_curves", "CHOICES", "BOUNDS", "PAPER_METHODS", "methods",
+    # extension points
+    "CRITERIA", "GATES", "BAYES_FACTORS", "MODELS", "DATASETS", "ScoreContext", "mask_from_scores",
+    # sweeps and Table 1
+    "sweep", "grid", "load_runs", "results_table", "histories_table", "table1", "format_table1", "paper_table1",
+    "write_report", "plot_accuracy_vs_sparsity", "plot_test_curves", "stats",
+    # masks and pruning by hand
+    "Mask", "compute_mask", "apply_mask", "prune_magnitude", "prune_random", "prune_neurons", "magnitude_mask",
+    "random_mask", "neuron_mask", "prunable_parameters", "sparsity", "layer_sparsity", "count_weights",
+    "to_torch_prune", "remove_torch_prune", "PruningSchedule",
+    # models, data, training by hand
+    "load_dataset", "DatasetNotFoundError", "TensorDataset", "FCN", "CNN", "build_model", "initial_model", "evaluate", "retrain",
+    "prune_step", "gate_state",
+    # the Bayes factor by hand
+    "PosteriorTerms", "posterior_terms", "log_likelihood", "log_prior", "log_bayes_factor", "bf_subset",
+    "bf_terms", "bf_scan", "pruned_copy", "sigma_crossover", "weight_values",
+    # the notebooks' companions and widgets
+    "theory", "tickets", "widgets",
 ]

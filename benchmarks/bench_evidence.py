@@ -13,7 +13,7 @@ both evidences.  It is timed for kron and diag, on the 4096-example subset (bf_s
 all 60k, next to
 
   paper   bayesprune.bayes.posterior.posterior_terms before and after pruning (the posterior ratio), same data
-  epoch   one plain training epoch: bayesprune.engine.training._train_epoch, batch 64, make_adam
+  epoch   one plain training epoch: bayesprune.engine.training.train_epoch, batch 64, make_adam
 
 and, to see what would make it cheaper: the curvature on fewer examples (``curvature_samples``;
 the likelihood still on 4096), the one-sample Monte Carlo GGN and the empirical Fisher.
@@ -51,7 +51,7 @@ import torch
 
 import bayesprune as bp
 from bayesprune.bayes.evidence import Curvature, _MaskedKron
-from bayesprune.engine.training import _train_epoch, make_adam
+from bayesprune.engine.training import make_adam, train_epoch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_evidence.json"
 
@@ -99,7 +99,7 @@ def plain_epoch(model, data, seed) -> dict:
     opt = make_adam(m.parameters(), 1e-3, "cpu")
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    _train_epoch(m, opt, data, 64, g, None)
+    train_epoch(m, opt, data, 64, g, None)
     return {"seconds": time.perf_counter() - t0}
 
 
@@ -194,7 +194,7 @@ def _digits_fcn(hidden, epochs=15):
     opt = make_adam(model.parameters(), 3e-3, "cpu")
     g = torch.Generator().manual_seed(0)
     for _ in range(epochs):
-        _train_epoch(model, opt, data, 64, g, None)
+        train_epoch(model, opt, data, 64, g, None)
     return model, data
 
 
@@ -341,7 +341,7 @@ def main(argv=None) -> None:
     data = bp.load_dataset(bp.RunConfig(dataset="mnist", data_dir=args.data_dir))
     torch.manual_seed(0)
     model = bp.FCN(data.input_shape, data.num_classes, (300, 100))
-    _train_epoch(model, make_adam(model.parameters(), 1e-3, "cpu"), data, 64, torch.Generator().manual_seed(0), None)
+    train_epoch(model, make_adam(model.parameters(), 1e-3, "cpu"), data, 64, torch.Generator().manual_seed(0), None)
     pruned = copy.deepcopy(model)
     mask = bp.prune_magnitude(pruned, 0.9)
     if args.profile:

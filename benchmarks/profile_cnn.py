@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import bayesprune as bp
 from bayesprune.core.models import Conv2d
-from bayesprune.engine.training import _train_epoch, make_adam
+from bayesprune.engine.training import make_adam, train_epoch
 
 
 def main() -> None:
@@ -35,13 +35,13 @@ def main() -> None:
     Conv2d.fast_cpu = args.fast == "1"
     opt = make_adam(model.parameters(), cfg.lr, "cpu")
     g = torch.Generator().manual_seed(0)
-    _train_epoch(model, opt, data, 64, g, None)  # warm-up
+    train_epoch(model, opt, data, 64, g, None)  # warm-up
     bp.evaluate(model, data.x_test, data.y_test)
     load0 = os.getloadavg()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         with torch.profiler.record_function("train_epoch"):
-            _train_epoch(model, opt, data, 64, g, None)
+            train_epoch(model, opt, data, 64, g, None)
         t1 = time.perf_counter()
         with torch.profiler.record_function("evaluate_10k"):
             bp.evaluate(model, data.x_test, data.y_test)

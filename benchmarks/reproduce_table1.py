@@ -46,7 +46,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9, 0.99])
-    ap.add_argument("--methods", nargs="+", default=list(bp.PAPER_METHODS), choices=bp.METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(bp.PAPER_METHODS), choices=bp.methods())
     ap.add_argument("--regrow", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--schedule", default="one-shot", choices=bp.CHOICES["schedule"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other RunConfig fields")
@@ -67,7 +67,7 @@ def main() -> int:
     t0 = time.perf_counter()
     df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads)
     bp.write_report(args.out)
-    md = bp.format_table1(bp.summarize(df))
+    md = bp.format_table1(bp.table1(df))
     meta_path = Path(args.out, "meta.json")
     previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     wall = round(time.perf_counter() - t0, 1)

@@ -10,8 +10,6 @@ import bayesprune as bp
 PKG = Path(bp.__file__).parent
 #: The subpackages, lowest first: a module may import its own subpackage or a lower one, never a higher one.
 PACKAGE_RANK = {"core": 0, "bayes": 1, "engine": 2, "runs": 3, "analysis": 4, "lab": 5, "ui": 6, "": 7}
-#: Upward imports that the layout still has, each to be removed (the list only shrinks).
-KNOWN_UPWARD = {("engine.training", "runs.runio"), ("runs.runio", "analysis.plots")}
 
 
 def _module_name(path: Path) -> str:
@@ -77,14 +75,25 @@ def test_the_import_graph_has_no_cycle():
 def test_imports_run_one_way():
     upward = {(m, d) for m, deps in _graph().items() for d in deps
               if PACKAGE_RANK[_package(d)] > PACKAGE_RANK[_package(m)]}
-    assert upward <= KNOWN_UPWARD, f"imports of a higher subpackage: {sorted(upward - KNOWN_UPWARD)}"
-    assert KNOWN_UPWARD <= upward, f"gone, take them off KNOWN_UPWARD: {sorted(KNOWN_UPWARD - upward)}"
+    assert upward == set(), f"imports of a higher subpackage: {sorted(upward)}"
 
 
 def test_the_checker_sees_imports_inside_functions():
     # a lazy import of a higher layer must show up: sweeps imports training inside a function
     assert "engine.training" in _imports(PKG / "runs" / "sweeps.py")
     assert not any(d.startswith("runs.sweeps") for d in _imports(PKG / "engine" / "training.py"))
+
+
+def test_install_hints_name_extras_that_exist():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = set(tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = {m for p in PKG.rglob("*.py") for m in re.findall(r"bayesprune\[(\w+)\]", p.read_text())}
+    assert named and named <= extras, f"install hints name extras that pyproject.toml lacks: {sorted(named - extras)}"
+    assert {"laplace", "notebooks", "dask", "dev"} <= extras
+    readme = (PKG.parent / "README.md").read_text()
+    assert all(f'".[{e}]"' in readme for e in ("laplace", "notebooks", "dask", "dev")), "the README names each extra"
 
 
 def test_public_names_are_declared():

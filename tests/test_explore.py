@@ -32,3 +32,17 @@ def test_sigma_crossover_is_where_the_bf_changes_sign(trained):
     below = bp.bf_terms(model, data, "magnitude", 0.9, sigma=s_star * 0.9, bf_samples=None)["log_bf"]
     above = bp.bf_terms(model, data, "magnitude", 0.9, sigma=s_star * 1.1, bf_samples=None)["log_bf"]
     assert below > 0 > above
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_notebook_02s_terms_are_the_gates_terms(biases):
+    """bf_terms with a run's settings gives the log BF that prune_step records for the same step."""
+    cfg = bp.RunConfig(dataset="synthetic", fcn_hidden=(16, 8), bf_samples=128, method="bayes-magnitude", epochs=1,
+                       sparsity=0.7, prune_biases=biases, prior_sigma=0.1, seed=3)
+    data = bp.load_dataset(cfg)
+    model = bp.initial_model(cfg, data)
+    t = bp.bf_terms(model, data, "magnitude", 0.7, mu=cfg.prior_mu, sigma=cfg.prior_sigma,
+                    bf_samples=cfg.bf_samples, likelihood=cfg.likelihood, seed=cfg.seed, biases=biases)
+    rec = bp.prune_step(model, bp.gate_state(cfg, model, data), epoch=1)
+    assert rec.pruned and t["log_bf"] == pytest.approx(rec.log_bf, rel=1e-12, abs=1e-9)
+    assert t["log_prior_after"] == pytest.approx(rec.after.log_prior, rel=1e-12)

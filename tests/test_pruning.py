@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 import bayesprune as bp
-from bayesprune.core.pruning import magnitude_mask, num_to_prune, random_mask
+from bayesprune.core.criteria import magnitude_mask, random_mask
+from bayesprune.core.pruning import num_to_prune
 
 
 def _net():
@@ -90,12 +91,25 @@ def test_global_magnitude_ranks_across_layers():
     mask = bp.compute_mask(net, "magnitude", 0.5, scope="global")
     assert mask["5.weight"].all()
     assert mask.sparsity == pytest.approx(0.5, abs=1e-3)
-    with pytest.raises(ValueError, match="global"):
-        bp.compute_mask(net, "random", 0.5, scope="global")
+
+
+
+def test_global_scope_works_for_every_criterion_and_counts_all_targets():
+    net = _net()
+    n = sum(w.numel() for w in bp.prunable_parameters(net).values())
+    for criterion in bp.CRITERIA:
+        mask = bp.compute_mask(net, criterion, 0.5, scope="global", generator=torch.Generator().manual_seed(0))
+        assert set(mask) == set(bp.prunable_parameters(net))
+        if criterion != "neuron":  # one score per weight: exactly round(n r) of all weights go
+            assert mask.num_pruned == round(n * 0.5), criterion
+    g1, g2 = (torch.Generator().manual_seed(s) for s in (1, 2))
+    m1 = bp.compute_mask(net, "random", 0.5, scope="global", generator=g1)
+    m2 = bp.compute_mask(net, "random", 0.5, scope="global", generator=g2)
+    assert any(not torch.equal(m1[k], m2[k]) for k in m1)  # the draw depends on the generator
 
 
 def test_bad_strategy_and_sparsity_are_named():
-    with pytest.raises(ValueError, match="strategy='taylor'"):
+    with pytest.raises(ValueError, match="criterion='taylor'.*magnitude, random, neuron"):
         bp.compute_mask(_net(), "taylor", 0.5)
     with pytest.raises(ValueError, match="sparsity=1.5"):
         bp.prune_magnitude(_net(), 1.5)

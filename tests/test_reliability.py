@@ -179,14 +179,14 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, mon
     assert "nothing saved" in err
     assert _snapshot(out) == old and not (tmp_path / "run.prev").exists() and _hidden(tmp_path) == []
     # a run that diverges in epoch 2 is saved whole (its 1 finished epoch), the old one kept whole as .prev
-    real, calls = training._train_epoch, []
+    real, calls = training.train_epoch, []
 
     def nan_in_epoch_2(*args, **kwargs):
         calls.append(1)
         loss, acc = real(*args, **kwargs)
         return (float("nan") if len(calls) == 2 else loss), acc
 
-    monkeypatch.setattr(training, "_train_epoch", nan_in_epoch_2)
+    monkeypatch.setattr(training, "train_epoch", nan_in_epoch_2)
     code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
     assert code == 1, err
     summary = _strict_json((out / "summary.json").read_text())
@@ -286,7 +286,7 @@ def test_a_real_full_disk_on_a_tiny_tmpfs(tmp_path, cli_run, request):
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, cli_run, monkeypatch, sig, code):
     out = tmp_path / "run"
-    real_epoch, calls = training._train_epoch, []
+    real_epoch, calls = training.train_epoch, []
 
     def epoch(*args, **kwargs):
         calls.append(1)
@@ -302,7 +302,7 @@ def test_a_stop_signal_saves_the_finished_epochs_marked_interrupted(tmp_path, cl
             signal.raise_signal(sig)
         return real_write(path, data)
 
-    monkeypatch.setattr(training, "_train_epoch", epoch)
+    monkeypatch.setattr(training, "train_epoch", epoch)
     monkeypatch.setattr(runio, "write_new", write_new)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN under nohup
     got, stdout, err = cli_run(*TRAIN, "--epochs", "5", "--out", str(out))
@@ -433,7 +433,7 @@ def test_file_modes_follow_the_umask_and_json_is_standard(tmp_path, monkeypatch)
     (["train", "--prior-sigma", "1e-200"], "RunConfig.prior_sigma=1e-200"),
     (["train", "--prior-mu", "1e300"], "RunConfig.prior_mu=1e+300"),
     (["train", "--seed", str(2**64)], "RunConfig.seed=18446744073709551616"),
-    (["train", "--scope", "global", "--method", "random"], "RunConfig.scope='global'"),
+    (["train", "--likelihood", "mean", "--bayes-factor", "laplace"], "RunConfig.likelihood='mean'"),
     (["train", "--lr", "nan"], "RunConfig.lr=nan"),
     (["sweep", "--sparsities", "1.0", "--out", "x"], "'1.0' is invalid"),
     (["sweep", "--sparsities", "100%", "--out", "x"], "'100%' is invalid"),

@@ -20,13 +20,33 @@ def test_one_shot_proposes_the_target_every_pruning_epoch():
     assert [s.forced(e) for e in range(1, 5)] == [False, False, False, True]
 
 
-def test_gradual_follows_zhu_and_gupta_cubic_and_then_holds_the_target():
-    s = PruningSchedule("gradual", 0.8, start=2, end=5, last_epoch=7)
-    p = s.proposals()
-    assert p[0] is None
-    expected = [0.8 * (1 - (1 - k / 4) ** 3) for k in (1, 2, 3, 4)]
-    assert p[1:5] == pytest.approx(expected)
-    assert p[4] == 0.8 and p[5:] == [0.8, 0.8]
+def _polynomial_decay(step, initial, final, begin, end, power=3, frequency=1):
+    """TF-MOT's ``PolynomialDecay`` as documented: (should_prune, sparsity) at ``step``.
+
+    p = clip((step - begin) / (end - begin), 0, 1); sparsity = (initial - final) (1 - p)^power + final;
+    a step prunes where begin <= step <= end and (step - begin) % frequency == 0.
+    """
+    p = min(1.0, max(0.0, (step - begin) / (end - begin)))
+    return begin <= step <= end and (step - begin) % frequency == 0, (initial - final) * (1 - p) ** power + final
+
+
+@pytest.mark.parametrize("target,start,end,last", [(0.8, 2, 5, 7), (0.9, 1, 19, 25), (0.5, 3, 3, 4), (0.99, 1, 2, 2)])
+def test_gradual_is_tf_mot_polynomial_decay_begun_one_step_before_start(target, start, end, last):
+    s = PruningSchedule("gradual", target, start=start, end=end, last_epoch=last, final="gate")
+    for epoch, proposal in enumerate(s.proposals(), start=1):
+        should, expected = _polynomial_decay(epoch, 0.0, target, begin=start - 1, end=end)
+        if epoch < start:
+            assert proposal is None
+        elif epoch <= end:  # TF-MOT prunes here too, to the same sparsity
+            assert should and proposal == pytest.approx(expected, abs=1e-12), epoch
+        else:  # TF-MOT stops pruning after end_step and holds the final sparsity; we propose it again
+            assert not should and proposal == target and expected == pytest.approx(target)
+    # begin_step = start itself would be one step late: its first step proposes 0
+    assert _polynomial_decay(start, 0.0, target, begin=start, end=end + 1)[1] == 0.0 != s.proposal(start)
+
+
+def test_gradual_steps_rise_big_first_then_small():
+    p = PruningSchedule("gradual", 0.8, start=2, end=5, last_epoch=7).proposals()
     steps = [x for x in p if x is not None]
     assert all(a < b for a, b in zip(steps[:3], steps[1:4]))  # strictly rising to the target
     assert steps[1] - steps[0] > steps[3] - steps[2]  # big steps first, small steps near the target

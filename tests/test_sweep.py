@@ -161,7 +161,7 @@ def _hand_results():
 
 
 def test_summarize_on_a_hand_made_table():
-    t = bp.summarize(_hand_results())
+    t = bp.table1(_hand_results())
     assert len(t) == 2
     r50 = t[t[("sparsity", "")] == 0.5].iloc[0]
     assert r50[("unpruned", "mean")] == pytest.approx(0.98)
@@ -193,10 +193,10 @@ def test_the_paper_mark_counts_points_and_spread():
 
 def test_summarize_without_paper_match_leaves_paper_empty():
     df = _hand_results().assign(dataset="digits")
-    t = bp.summarize(df)
+    t = bp.table1(df)
     assert t[("magnitude", "paper")].isna().all()
     with pytest.raises(ValueError, match="no successful runs"):
-        bp.summarize(df.assign(status="failed"))
+        bp.table1(df.assign(status="failed"))
 
 
 def test_report_files(tmp_path):
@@ -209,10 +209,10 @@ def test_report_files(tmp_path):
 
 def test_summarize_refuses_to_average_different_settings():
     df = _hand_results().assign(regrow=False, epochs=3)
-    bp.summarize(df)  # one setting: fine
+    bp.table1(df)  # one setting: fine
     df.loc[df.index[:3], "regrow"] = True
     with pytest.raises(ValueError, match="mix regrow"):
-        bp.summarize(df)
+        bp.table1(df)
 
 
 def test_std_bands_stay_within_what_an_accuracy_can_be():

@@ -9,17 +9,36 @@ from bayesprune.bayes.posterior import PosteriorTerms
 from bayesprune.engine import training
 
 
-def test_history_columns_and_result(small_cfg):
+def test_history_rows_match_an_independent_evaluation_of_the_returned_model(small_cfg):
     rows = []
     res = bp.train(small_cfg, callbacks=[rows.append], progress=False)
     assert isinstance(res, bp.RunResult) and isinstance(res.history, pd.DataFrame)
-    assert list(res.history.columns) == bp.HISTORY_COLUMNS
     assert len(res.history) == small_cfg.epochs == len(rows)
-    assert rows[-1]["epoch"] == small_cfg.epochs  # callbacks got each row as it was made
-    assert res.test_accuracy == res.history["test_acc"].iloc[-1]
-    assert res.final_sparsity == pytest.approx(bp.sparsity(res.model))
-    assert res.final_sparsity == pytest.approx(small_cfg.sparsity, abs=0.005)
-    assert bool(res.history["forced"].iloc[-1]) and bool(res.history["pruned"].iloc[-1])
+    pd.testing.assert_frame_equal(pd.DataFrame(rows), res.history)  # callbacks got each row as it was made
+    # the last row describes the returned model: test loss/accuracy and zeros recomputed with plain torch
+    data = bp.load_dataset(small_cfg)
+    with torch.no_grad():
+        logits = res.model.eval()(data.x_test)
+    last = res.history.iloc[-1]
+    assert last["test_acc"] == pytest.approx(float((logits.argmax(1) == data.y_test).float().mean()))
+    assert last["test_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, data.y_test)), rel=1e-5)
+    weights = [m.weight for m in res.model.modules() if isinstance(m, torch.nn.Linear)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert last["sparsity"] == pytest.approx(zeros) and res.final_sparsity == pytest.approx(zeros)
+    assert zeros == pytest.approx(small_cfg.sparsity, abs=0.005)
+    assert bool(last["forced"]) and bool(last["pruned"])
+
+
+def test_epoch_callbacks_receive_epoch_model_optimizer_and_row(small_cfg):
+    seen = []
+
+    class Watch(bp.EpochCallback):
+        def on_epoch_end(self, epoch, model, optimizer, row):
+            seen.append((epoch, row["epoch"], bp.sparsity(model), isinstance(optimizer, torch.optim.Adam)))
+
+    res = bp.train(small_cfg, callbacks=[Watch()], progress=False)
+    assert [s[:2] for s in seen] == [(e, e) for e in range(1, small_cfg.epochs + 1)]
+    assert seen[-1][2] == pytest.approx(res.final_sparsity) and all(s[3] for s in seen)
 
 
 def test_same_config_and_seed_give_identical_history(small_cfg):
@@ -41,12 +60,12 @@ def test_persistent_masks_stay_exactly_zero_through_every_step(small_cfg):
     seen = []
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        training._train_epoch(model, opt, data, 16, g, mask)
+        training.train_epoch(model, opt, data, 16, g, mask)
         for k, w in bp.prunable_parameters(model).items():
             seen.append(bool((w[~mask[k]] == 0).all()))
     assert all(seen)
     # without the mask Adam moves the pruned weights again (regrow)
-    training._train_epoch(model, opt, data, 16, g, None)
+    training.train_epoch(model, opt, data, 16, g, None)
     assert bp.sparsity(model) < 0.5
 
 
@@ -62,25 +81,27 @@ def test_regrow_true_vs_false_in_the_loop(small_cfg):
     assert keep["log_bf"].iloc[1] == 0.0  # re-pruning a masked network changes nothing: BF = 1
 
 
-def _scripted_terms(monkeypatch, log_bfs):
-    """Make every pruning epoch see the scripted log BF (before=0, after=lbf)."""
-    seq = []
-    for lbf in log_bfs:
-        seq += [PosteriorTerms(0.0, 0.0), PosteriorTerms(lbf, 0.0)]
-    it = iter(seq)
+class _Scripted:
+    """An evaluator (``train(..., evaluator=)``) whose every pruning epoch sees the scripted log BF."""
 
-    def fake_terms(*a, **k):
-        return next(it, PosteriorTerms(0.0, 0.0))
+    finetune_steps = 0
 
-    monkeypatch.setattr(bp.PosteriorRatio, "terms", fake_terms)
+    def __init__(self, log_bfs):
+        seq = []
+        for lbf in log_bfs:
+            seq += [PosteriorTerms(0.0, 0.0), PosteriorTerms(lbf, 0.0)]
+        self.it = iter(seq)
+
+    def terms(self, model, mask=None, before=None):
+        return next(self.it, PosteriorTerms(0.0, 0.0))
 
 
 def test_paper_gate_in_the_loop_on_a_scripted_sequence(monkeypatch, small_cfg):
     cfg = small_cfg.replace(method="bayes-magnitude", epochs=6, beta=2.0, regrow=True)
     # epochs 1..3 prune (first; prev BF 5 > 2; prev BF 3 > 2), epoch 3's BF 0.5 closes the gate,
     # epochs 4-5 do not prune (BF = 1 < 2), epoch 6 is the forced final prune.
-    _scripted_terms(monkeypatch, [math.log(5), math.log(3), math.log(0.5), math.log(7)])
-    h = bp.train(cfg, progress=False).history
+    scripted = _Scripted([math.log(5), math.log(3), math.log(0.5), math.log(7)])
+    h = bp.train(cfg, progress=False, evaluator=scripted).history
     assert h["pruned"].tolist() == [True, True, True, False, False, True]
     assert h["gate_open"].tolist() == [True, True, True, False, False, True]
     assert h["forced"].tolist() == [False] * 5 + [True]
@@ -90,8 +111,7 @@ def test_paper_gate_in_the_loop_on_a_scripted_sequence(monkeypatch, small_cfg):
 
 def test_immediate_gate_keeps_only_candidates_with_bf_above_beta(monkeypatch, small_cfg):
     cfg = small_cfg.replace(method="bayes-magnitude", epochs=4, gate="immediate", beta=1.0, regrow=True)
-    _scripted_terms(monkeypatch, [math.log(0.5), math.log(2.0), math.log(0.1), math.log(0.1)])
-    res = bp.train(cfg, progress=False)
+    res = bp.train(cfg, progress=False, evaluator=_Scripted([math.log(0.5), math.log(2.0), math.log(0.1), math.log(0.1)]))
     assert res.history["pruned"].tolist() == [False, True, False, True]
     assert res.history["log_bf"].iloc[0] == pytest.approx(math.log(0.5))  # the rejected candidate's BF
     assert res.history["sparsity"].iloc[0] < 0.05  # rejected: weights restored
@@ -120,7 +140,7 @@ def test_final_model_is_at_the_stated_sparsity(small_cfg, method, model):
 
 
 def test_nan_loss_stops_with_history_kept(monkeypatch, small_cfg):
-    real = training._train_epoch
+    real = training.train_epoch
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -128,7 +148,7 @@ def test_nan_loss_stops_with_history_kept(monkeypatch, small_cfg):
         loss, acc = real(*a, **k)
         return (float("nan"), acc) if calls["n"] == 2 else (loss, acc)
 
-    monkeypatch.setattr(training, "_train_epoch", flaky)
+    monkeypatch.setattr(training, "train_epoch", flaky)
     rows = []
     with pytest.raises(bp.TrainingDiverged) as err:
         bp.train(small_cfg.replace(epochs=3), callbacks=[rows.append], progress=False)
@@ -154,7 +174,7 @@ def test_digits_default_reaches_the_acceptance_bar():
 
 def test_save_writes_the_artifacts(tmp_path, small_cfg):
     res = bp.train(small_cfg, progress=False)
-    out = res.save(tmp_path / "run")
+    out = bp.save_run(res, tmp_path / "run")
     for name in ("config.json", "history.csv", "summary.json", "model.pt", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     again = bp.RunConfig.from_dict(__import__("json").loads((out / "config.json").read_text()))

@@ -15,9 +15,11 @@ from typing import Optional
 
 import pandas as pd
 
-from ..core.config import METHODS, PAPER_METHODS, config_fields, fields_where
+from ..core.config import PAPER_METHODS, config_fields, fields_where
+from ..core.registry import methods
 from ..runs.fileio import atomic_write_bytes, atomic_write_text
 from ..runs.results import histories_table, results_table
+from .stats import summarize as seed_summary
 
 TABLE_METHODS = list(PAPER_METHODS)
 COLUMN_NAMES = {"none": "unpruned", "random": "random", "bayes-random": "bayes_random",
@@ -62,19 +64,26 @@ def _check_one_setting(ok: pd.DataFrame) -> None:
             values = _runs_it_applies_to(g, col)[col].astype(str).unique()
             if len(values) > 1:
                 raise ValueError(
-                    f"summarize(): the {ds}/{model} runs mix {col} = {sorted(values)}; "
+                    f"table1(): the {ds}/{model} runs mix {col} = {sorted(values)}; "
                     f"filter the results to one setting first, e.g. results[results.{col} == ...]")
 
 
-def summarize(results: pd.DataFrame, paper: bool = True) -> pd.DataFrame:
-    """Table 1 layout: mean/std/n over seeds per method, plus the paper's value."""
+def _seed_summary(values: pd.Series) -> pd.Series:
+    s = seed_summary(values)
+    return pd.Series({"mean": s.mean, "std": s.sd, "n": s.n})
+
+
+def table1(results: pd.DataFrame, paper: bool = True) -> pd.DataFrame:
+    """Table 1 layout: mean/std/n over seeds per method (:func:`bayesprune.analysis.stats.summarize`),
+    plus the paper's value.  Only runs with status ``ok`` count."""
     ok = results[results["status"] == "ok"] if "status" in results else results
     if len(ok) == 0:
-        raise ValueError("summarize(): no successful runs in the results table")
+        raise ValueError("table1(): no successful runs in the results table")
     _check_one_setting(ok)
     stats = (ok.assign(sparsity=ok["sparsity"].round(4))
                .groupby(["dataset", "model", "method", "sparsity"])["test_accuracy"]
-               .agg(mean="mean", std="std", n="count").reset_index())
+               .apply(_seed_summary).unstack().reset_index())
+    stats["n"] = stats["n"].astype(int)
     ref = paper_table1() if paper else pd.DataFrame(columns=["dataset", "model", "sparsity", "method", "accuracy"])
     pruned_levels = stats[stats["method"] != "none"][["dataset", "model", "sparsity"]].drop_duplicates()
     if len(pruned_levels) == 0:  # only unpruned runs: one row per dataset/model
@@ -174,7 +183,7 @@ def plot_accuracy_vs_sparsity(results: pd.DataFrame, paper: bool = True):
     """Final test accuracy vs target sparsity per method, mean ± std over seeds (paper dashed)."""
     import matplotlib.pyplot as plt
 
-    table = summarize(results, paper=paper)
+    table = table1(results, paper=paper)
     groups = table[[("dataset", ""), ("model", "")]].drop_duplicates().values.tolist()
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -253,7 +262,7 @@ def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
     """
     out = Path(out_dir)
     results = results_table(out)
-    table = summarize(results, paper=paper)
+    table = table1(results, paper=paper)
     written = {"table1.md": out / "table1.md", "table1.csv": out / "table1.csv",
                "accuracy_vs_sparsity.png": out / "accuracy_vs_sparsity.png"}
     atomic_write_text(written["table1.md"], format_table1(table) + "\n")
@@ -263,9 +272,13 @@ def write_report(out_dir: str | Path, paper: bool = True) -> dict[str, Path]:
     save_figure(plot_accuracy_vs_sparsity(results, paper=paper), written["accuracy_vs_sparsity.png"])
     hist = histories_table(out)
     for method in sorted(set(hist.get("method", [])) - {"none"}):
-        if method not in METHODS:  # pragma: no cover - load_runs validated every config
+        if method not in methods():  # pragma: no cover - load_runs validated every config
             continue
         path = out / f"test_curves_{method}.png"
         save_figure(plot_test_curves(hist, method), path)
         written[path.name] = path
     return written
+
+
+#: The name :func:`table1` had before (``bp.stats.summarize`` is the seed summary).
+summarize = table1

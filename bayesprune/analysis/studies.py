@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import RunConfig
+from .stats import summarize
 
 GATED = dict(schedule="gradual", final_prune="gate", gate="immediate")
 
@@ -38,9 +39,11 @@ def frontier_grid(base: RunConfig, targets: Iterable[float], seeds: Iterable[int
 
 
 def mean_std(values: pd.Series) -> tuple[float, float, int]:
-    """(mean, sample std, n); std is NaN for fewer than 2 values."""
-    v = values.dropna().astype(float)
-    return (float(v.mean()) if len(v) else math.nan, float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v))
+    """(mean, sample std, n) of the seeds (:func:`bayesprune.analysis.stats.summarize`: NaN is an error)."""
+    if len(values) == 0:
+        return math.nan, math.nan, 0
+    s = summarize(values)
+    return s.mean, s.sd, s.n
 
 
 def summarize_gate(results: pd.DataFrame) -> pd.DataFrame:

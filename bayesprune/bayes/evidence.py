@@ -96,7 +96,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LOG_2PI = math.log(2.0 * math.pi)
+from ..core.pruning import Mask
+from .posterior import LOG_2PI
+
 STRUCTURES = ("kron", "diag", "full")
 LIKELIHOODS = ("classification", "regression")
 HESSIANS = ("ggn", "ggn-mc", "ef")
@@ -105,8 +107,6 @@ HESSIANS = ("ggn", "ggn-mc", "ef")
 MAX_FULL_PARAMS = 3000
 #: The interval in which :meth:`Curvature.fit_prior_precision` searches.
 PRIOR_PRECISION_BOUNDS = (1e-8, 1e8)
-
-Mask = Mapping[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ def _laplace():
             import laplace.curvature
     except ImportError as exc:
         raise ImportError(
-            f"bayesprune.bayes.evidence needs laplace-torch ({exc}); install it: pip install 'laplace-torch>=0.3,<0.4'"
+            f"bayesprune.bayes.evidence needs laplace-torch ({exc}); install it: pip install 'bayesprune[laplace]'"
         ) from exc
     return laplace
 

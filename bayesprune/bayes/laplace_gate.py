@@ -24,7 +24,8 @@ from torch import nn
 
 from ..core.config import RunConfig
 from ..core.pruning import Mask
-from .posterior import PosteriorTerms, posterior_terms
+from ..core.registry import BAYES_FACTORS
+from .posterior import BayesFactor, PosteriorTerms, posterior_terms
 
 
 def laplace_available() -> bool:
@@ -73,3 +74,8 @@ class LaplaceRatio:
                                 reduction=cfg.likelihood, biases=cfg.prune_biases)
         return PosteriorTerms(paper.log_likelihood, paper.log_prior, prior_sigma=sigma,
                               laplace_penalty=ev.log_penalty, log_occam=ev.log_complexity)
+
+
+BAYES_FACTORS.register("laplace", BayesFactor(
+    lambda cfg, model, data, x, y: LaplaceRatio(cfg, x, y, data.n_train, model),
+    lambda b, a: a.log_evidence - b.log_evidence))

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..core.pruning import prunable_parameters
+from ..core.registry import BAYES_FACTORS, GATES
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -142,12 +143,24 @@ def posterior_terms(
 
 
 def log_bayes_factor(before: PosteriorTerms, after: PosteriorTerms, kind: str = "posterior") -> float:
-    """log BF(pruned vs unpruned): the paper's ratio of posterior densities, or of Laplace evidences."""
-    if kind == "posterior":
-        return after.log_posterior - before.log_posterior
-    if kind == "laplace":
-        return after.log_evidence - before.log_evidence
-    raise ValueError(f"kind={kind!r} is invalid: allowed posterior, laplace")
+    """log BF(pruned vs unpruned) as the registered Bayes factor ``kind`` reads the two sides' terms."""
+    if kind not in BAYES_FACTORS:
+        raise ValueError(f"kind={kind!r} is invalid: allowed {', '.join(BAYES_FACTORS)}")
+    return BAYES_FACTORS[kind].log_bf(before, after)
+
+
+@dataclass(frozen=True)
+class BayesFactor:
+    """A registered Bayes factor: how a run builds its evaluator, and how the two sides' terms make log BF.
+
+    ``make(cfg, model, data, x, y)`` gets the run's config, its initial model, its data and
+    the fixed evaluation subset; it returns an evaluator: an object with
+    ``terms(model, mask=None, before=None) -> PosteriorTerms`` (``before=None``: the unpruned
+    side) and ``finetune_steps`` (mini-batches the candidate trains under its mask first).
+    """
+
+    make: Callable[..., Any]
+    log_bf: Callable[[PosteriorTerms, PosteriorTerms], float]
 
 
 class PosteriorRatio:
@@ -171,6 +184,15 @@ class PosteriorRatio:
                                reduction=self.reduction, biases=self.biases)
 
 
+def _make_posterior(cfg, model: nn.Module, data, x: torch.Tensor, y: torch.Tensor):
+    if cfg.prior_fit != "fixed":  # a fitted prior needs the evidence: the Laplace evaluator records both
+        return BAYES_FACTORS["laplace"].make(cfg, model, data, x, y)
+    return PosteriorRatio(x, y, data.n_train, cfg.prior_mu, cfg.prior_sigma, cfg.likelihood, biases=cfg.prune_biases)
+
+
+BAYES_FACTORS.register("posterior", BayesFactor(_make_posterior, lambda b, a: a.log_posterior - b.log_posterior))
+
+
 def bf_subset(n_train: int, bf_samples: Optional[int], seed: int) -> torch.Tensor:
     """The fixed evaluation indices, drawn once per run from the seed (sorted)."""
     if bf_samples is None or bf_samples >= n_train:
@@ -185,25 +207,47 @@ def log_threshold(beta: float) -> float:
     return -math.inf if beta == 0 else math.log(beta)
 
 
-def gate_allows_pruning(gate: str, first_pruning_epoch: bool, previous_log_bf: Optional[float], beta: float) -> bool:
-    """The paper's Algorithm 1: prune on the first pruning epoch, then only while BF > beta.
+class PaperGate:
+    """The paper's Algorithm 1: prune on the first pruning epoch, then only while the last step's BF > beta.
 
-    ``previous_log_bf`` is the log BF recorded at the previous pruning epoch
-    (0.0, i.e. BF = 1, where that epoch did not prune).  For ``gate="immediate"``
-    every epoch computes a candidate, so this returns True and
-    :func:`gate_keeps_candidate` decides.
+    ``previous_log_bf`` is the log BF recorded at the previous pruning epoch (0.0, i.e.
+    BF = 1, where that epoch did not prune).  A candidate, once made, is always kept.
     """
-    if gate == "immediate":
+
+    def allows(self, first_pruning_epoch: bool, previous_log_bf: Optional[float], beta: float) -> bool:
+        if first_pruning_epoch or previous_log_bf is None:
+            return True
+        return previous_log_bf > log_threshold(beta)
+
+    def keeps(self, log_bf: float, beta: float) -> bool:
         return True
-    if gate != "paper":
-        raise ValueError(f"gate={gate!r} is invalid: allowed paper, immediate")
-    if first_pruning_epoch or previous_log_bf is None:
+
+
+class ImmediateGate:
+    """Every epoch makes a candidate; it is kept only if its own BF > beta (else the step is undone)."""
+
+    def allows(self, first_pruning_epoch: bool, previous_log_bf: Optional[float], beta: float) -> bool:
         return True
-    return previous_log_bf > log_threshold(beta)
+
+    def keeps(self, log_bf: float, beta: float) -> bool:
+        return log_bf > log_threshold(beta)
+
+
+GATES.register("paper", PaperGate())
+GATES.register("immediate", ImmediateGate())
+
+
+def _gate(gate: str):
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r} is invalid: allowed {', '.join(GATES)}")
+    return GATES[gate]
+
+
+def gate_allows_pruning(gate: str, first_pruning_epoch: bool, previous_log_bf: Optional[float], beta: float) -> bool:
+    """Whether the registered ``gate`` lets this epoch make a candidate (``GATES[gate].allows``)."""
+    return _gate(gate).allows(first_pruning_epoch, previous_log_bf, beta)
 
 
 def gate_keeps_candidate(gate: str, log_bf: float, beta: float) -> bool:
-    """Whether a pruned candidate is kept: always under the paper's gate, BF > beta under immediate."""
-    if gate == "paper":
-        return True
-    return log_bf > log_threshold(beta)
+    """Whether the registered ``gate`` keeps a pruned candidate of this log BF (``GATES[gate].keeps``)."""
+    return _gate(gate).keeps(log_bf, beta)

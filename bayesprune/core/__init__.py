@@ -1,1 +1,3 @@
-"""The pruning problem itself: the run config, masks and criteria, the schedule, the models, the data."""
+"""The bottom layer: config, registries, masks and criteria, schedule, models, data."""
+
+from . import criteria, data, models  # noqa: F401  (they register the criteria, data sets and models)

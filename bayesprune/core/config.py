@@ -24,13 +24,10 @@ import math
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
-from .pruning import STRATEGIES
+from .registry import BAYES_FACTORS, DATASETS, GATES, MODELS, methods
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
-#: "none", every registered strategy, and its Bayes-gated twin.
-METHODS: tuple[str, ...] = ("none", *STRATEGIES, *(f"bayes-{s}" for s in STRATEGIES))
 #: The methods of the paper's Table 1 (the default of sweeps and reports).
 PAPER_METHODS = ("none", "random", "bayes-random", "magnitude", "bayes-magnitude")
 
@@ -51,7 +48,7 @@ def default_data_dir() -> str:
 def _meta(
     help: str,
     *,
-    choices: Optional[tuple[str, ...]] = None,
+    choices: Union[tuple[str, ...], Callable[[], tuple[str, ...]], None] = None,
     bounds: Optional[tuple[Optional[float], Optional[float], bool, bool]] = None,
     role: str = "setting",
     applies: str = "all",
@@ -85,11 +82,12 @@ class RunConfig:
     documented in the README ("Choices we made").
     """
 
-    dataset: str = field(default="digits", metadata=_meta("data set", choices=DATASETS, role="axis", widget=True))
-    model: str = field(default="fcn", metadata=_meta("network architecture", choices=("fcn", "cnn"), role="axis",
+    dataset: str = field(default="digits", metadata=_meta("data set", choices=DATASETS.names, role="axis", widget=True))
+    model: str = field(default="fcn", metadata=_meta("network architecture", choices=MODELS.names, role="axis",
                                                      widget=True))
     method: str = field(default="bayes-magnitude", metadata=_meta(
-        "pruning method; bayes-* are gated by the Bayes factor", choices=METHODS, role="axis", widget=True))
+        "pruning method: none, a registered criterion, or bayes-<criterion> (gated by the Bayes factor)",
+        choices=methods, role="axis", widget=True))
     sparsity: float = field(default=0.9, metadata=_meta(
         "target fraction of zero weights, a fraction 0 <= r < 1 (0.9, not 90)", bounds=(0.0, 1.0, True, False),
         role="axis", widget=True))
@@ -118,9 +116,9 @@ class RunConfig:
         applies="bayes"))
     gate: str = field(default="paper", metadata=_meta(
         "paper: prune if the previous step's BF > beta; immediate: keep a step only if its own BF > beta",
-        choices=("paper", "immediate"), applies="bayes", widget=True))
+        choices=GATES.names, applies="bayes", widget=True))
     scope: str = field(default="layer", metadata=_meta(
-        "prune each layer to r, or rank all weights globally (magnitude only)", choices=("layer", "global"),
+        "prune each layer to r, or rank all scores of the criterion globally", choices=("layer", "global"),
         applies="pruned"))
     schedule: str = field(default="one-shot", metadata=_meta(
         "one-shot: every pruning epoch proposes the target; gradual: the proposal rises along Zhu & Gupta's "
@@ -146,7 +144,7 @@ class RunConfig:
         applies="pruned"))
     bayes_factor: str = field(default="posterior", metadata=_meta(
         "posterior: the paper's ratio of posterior densities; laplace: a ratio of Laplace-approximated "
-        "model evidences", choices=("posterior", "laplace"), applies="bayes", widget=True))
+        "model evidences", choices=BAYES_FACTORS.names, applies="bayes", widget=True))
     prior_fit: str = field(default="fixed", metadata=_meta(
         "fixed: use prior_sigma; marglik: fit the prior precision to the unpruned network's Laplace evidence at "
         "every step", choices=("fixed", "marglik"), applies="bayes"))
@@ -166,12 +164,14 @@ class RunConfig:
     train_size: Optional[int] = field(default=None, metadata=_meta(
         "use only this many training examples (seeded); none = all", bounds=(1, None, True, False)))
     data_dir: str = field(default_factory=default_data_dir, metadata=_meta(
-        "data root in torchvision layout (default $BAYESPRUNE_DATA or ./data)", role="io"))
+        "data root in torchvision layout (default, or None: $BAYESPRUNE_DATA or ./data)", role="io"))
     download: bool = field(default=False, metadata=_meta("download the data set if it is missing", role="io"))
     device: str = field(default="auto", metadata=_meta(
         "auto picks cuda, then mps, then cpu", choices=("auto", "cpu", "cuda", "mps"), widget=True))
 
     def __post_init__(self) -> None:
+        if self.data_dir is None:
+            object.__setattr__(self, "data_dir", default_data_dir())
         if isinstance(self.data_dir, os.PathLike):
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
         if isinstance(self.fcn_hidden, list):
@@ -216,6 +216,11 @@ class RunConfig:
         """
         blob = json.dumps({"key_version": KEY_VERSION, **self.identity()}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def title(self) -> str:
+        """``digits / fcn / bayes-magnitude @ 90%``: the run's name in figures, progress bars and messages."""
+        return f"{self.dataset} / {self.model} / {self.method} @ {self.sparsity:.0%}"
 
     @property
     def is_bayesian(self) -> bool:
@@ -276,8 +281,32 @@ def fields_where(**meta: Any) -> list[str]:
     return [f.name for f in config_fields() if all(f.metadata.get(k) == v for k, v in meta.items())]
 
 
-#: Allowed values of the categorical fields (widgets build drop-downs from it).
-CHOICES: dict[str, tuple[str, ...]] = {f.name: f.metadata["choices"] for f in config_fields() if "choices" in f.metadata}
+def field_choices(name: str) -> tuple[str, ...]:
+    """The allowed values of a categorical field, read now (the registries may have grown since import)."""
+    choices = next(f.metadata["choices"] for f in config_fields() if f.name == name)
+    return tuple(choices()) if callable(choices) else tuple(choices)
+
+
+class _Choices(Mapping[str, tuple[str, ...]]):
+    """``CHOICES["method"]``: each categorical field's allowed values, read from the registries when asked."""
+
+    def __init__(self) -> None:
+        self._names = tuple(f.name for f in config_fields() if "choices" in f.metadata)
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if name not in self._names:
+            raise KeyError(name)
+        return field_choices(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+#: Allowed values of the categorical fields (widgets build drop-downs from it); a live view.
+CHOICES: Mapping[str, tuple[str, ...]] = _Choices()
 #: Numeric bounds as (low, high, low_inclusive, high_inclusive); None = open.
 BOUNDS: dict[str, tuple[Optional[float], Optional[float], bool, bool]] = {
     f.name: f.metadata["bounds"] for f in config_fields() if "bounds" in f.metadata}
@@ -338,8 +367,9 @@ def _check_field(cfg: RunConfig, f: dataclasses.Field) -> None:
     if value is None and is_optional(name):
         return
     if "choices" in f.metadata:
-        if value not in f.metadata["choices"]:
-            _fail(name, value, "one of " + ", ".join(f.metadata["choices"]))
+        choices = field_choices(name)
+        if value not in choices:
+            _fail(name, value, "one of " + ", ".join(choices))
     elif "bounds" in f.metadata:
         _check_number(name, value, integer=kind is int)
     elif kind is bool:
@@ -370,12 +400,6 @@ def _check_epochs(cfg: RunConfig) -> None:
               f"None or an epoch between prune_start_epoch={cfg.prune_start_epoch} and epochs={cfg.epochs}")
 
 
-def _check_scope(cfg: RunConfig) -> None:
-    if cfg.scope == "global" and cfg.prune_kind not in (None, "magnitude"):
-        _fail("scope", cfg.scope, f"'layer' for method={cfg.method!r}; 'global' ranks magnitudes, so it needs "
-              "magnitude or bayes-magnitude")
-
-
 def _check_laplace(cfg: RunConfig) -> None:
     if cfg.likelihood == "mean" and (cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik"):
         _fail("likelihood", cfg.likelihood, "'sum' with bayes_factor='laplace' or prior_fit='marglik': a model "
@@ -384,7 +408,7 @@ def _check_laplace(cfg: RunConfig) -> None:
 
 #: Rules that involve more than one field, run after the per-field checks.
 CROSS_FIELD_RULES: tuple[Callable[[RunConfig], None], ...] = (_check_hidden, _check_data_dir, _check_epochs,
-                                                             _check_scope, _check_laplace)
+                                                             _check_laplace)
 
 
 def _validate(cfg: RunConfig) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
+from .registry import DATASETS
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -238,10 +239,18 @@ def _find_idx(raw: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _torchvision_download(dataset: str, root: Path) -> None:
+def _torchvision():
     try:
         import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise DatasetNotFoundError(f"reading or downloading this data set needs torchvision ({exc}): "
+                                   "pip install 'bayesprune[vision]'") from None
+    return tvd
 
+
+def _torchvision_download(dataset: str, root: Path) -> None:
+    tvd = _torchvision()
+    try:
         cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[dataset]
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
@@ -311,9 +320,8 @@ def _cifar10(root: str, download: bool) -> TensorDataset:
                 f"contains 'cifar-10-batches-py/'."
             )
         _torchvision_download("cifar10", Path(root))
+    tvd = _torchvision()
     try:
-        import torchvision.datasets as tvd
-
         tr = tvd.CIFAR10(root=root, train=True, download=False)
         te = tvd.CIFAR10(root=root, train=False, download=False)
     except Exception as exc:
@@ -329,19 +337,21 @@ def load_dataset(cfg: RunConfig, device: torch.device | str = "cpu") -> TensorDa
     Loaded splits are cached per process (CPU copies), so sweeps and notebooks
     read the files once.
     """
-    root = str(Path(cfg.data_dir).expanduser())
-    if cfg.dataset == "digits":
-        ds = _digits()
-    elif cfg.dataset == "synthetic":
-        ds = _synthetic()
-    elif cfg.dataset in _IDX_FOLDERS:
-        ds = _idx_dataset(cfg.dataset, root, cfg.download)
-    elif cfg.dataset == "cifar10":
-        ds = _cifar10(root, cfg.download)
-    else:  # pragma: no cover - RunConfig validation forbids it
-        raise ValueError(f"unknown dataset {cfg.dataset!r}")
+    ds = DATASETS.lookup(cfg.dataset)(cfg)
     if cfg.train_size is not None and cfg.train_size < ds.n_train:
         g = torch.Generator().manual_seed(cfg.seed + 7919)
         idx = torch.randperm(ds.n_train, generator=g)[: cfg.train_size]
         ds = TensorDataset(ds.name, ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, ds.num_classes)
     return ds.to(device)
+
+
+def _root(cfg: RunConfig) -> str:
+    return str(Path(cfg.data_dir).expanduser())
+
+
+# name -> load(cfg) -> TensorDataset (CPU, full size): add a data set with one more line.
+DATASETS.register("digits", lambda cfg: _digits())
+DATASETS.register("mnist", lambda cfg: _idx_dataset("mnist", _root(cfg), cfg.download))
+DATASETS.register("fashion-mnist", lambda cfg: _idx_dataset("fashion-mnist", _root(cfg), cfg.download))
+DATASETS.register("cifar10", lambda cfg: _cifar10(_root(cfg), cfg.download))
+DATASETS.register("synthetic", lambda cfg: _synthetic())

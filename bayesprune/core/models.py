@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .registry import MODELS
 
 
 class FCN(nn.Module):
@@ -106,21 +107,32 @@ class CNN(nn.Module):
         return self.fc2(x)
 
 
-def initial_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int,
-                  device: torch.device | str = "cpu") -> nn.Module:
+def initial_model(cfg: RunConfig, input_shape, num_classes: Optional[int] = None,
+                  device: torch.device | str | None = None) -> nn.Module:
     """Exactly the network a run of ``cfg`` starts from: seeded with ``cfg.seed``, then built.
 
-    The one way :func:`bayesprune.train` and the lottery-ticket rewind build their start,
-    so a rewound ticket is bit-identical to the run's initial weights.
+    ``initial_model(cfg, data)`` takes the shapes and the device from a ``TensorDataset``;
+    ``initial_model(cfg, input_shape, num_classes, device)`` from the arguments.  The one way
+    :func:`bayesprune.train` and the lottery-ticket rewind build their start, so a rewound
+    ticket is bit-identical to the run's initial weights.
     """
+    if num_classes is None:  # a TensorDataset
+        data = input_shape
+        input_shape, num_classes = data.input_shape, data.num_classes
+        device = data.x_train.device if device is None else device
+    device = "cpu" if device is None else device
     torch.manual_seed(cfg.seed)
     return build_model(cfg, input_shape, num_classes).to(device)
 
 
 def build_model(cfg: RunConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """A freshly initialised model for ``cfg`` (initialisation uses torch's global RNG)."""
-    if cfg.model == "fcn":
-        return FCN(input_shape, num_classes, cfg.fcn_hidden)
-    if cfg.model == "cnn":
-        return CNN(input_shape, num_classes, hidden=cfg.cnn_hidden)
-    raise ValueError(f"RunConfig.model={cfg.model!r} is invalid: allowed fcn, cnn")  # pragma: no cover
+    """A freshly initialised model for ``cfg`` (initialisation uses torch's global RNG).
+
+    The builder is ``MODELS[cfg.model]``: add a model with
+    ``MODELS.register("mlp", lambda cfg, input_shape, num_classes: ...)``.
+    """
+    return MODELS.lookup(cfg.model)(cfg, input_shape, num_classes)
+
+
+MODELS.register("fcn", lambda cfg, input_shape, num_classes: FCN(input_shape, num_classes, cfg.fcn_hidden))
+MODELS.register("cnn", lambda cfg, input_shape, num_classes: CNN(input_shape, num_classes, hidden=cfg.cnn_hidden))

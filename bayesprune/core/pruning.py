@@ -1,4 +1,4 @@
-"""Masks and the two pruning strategies of the paper.
+"""Masks, pruning targets and measuring sparsity (the criteria are in :mod:`bayesprune.core.criteria`).
 
 Conventions (shared with ``torch.nn.utils.prune``): a mask has the shape of the
 weight it belongs to, 1/True = keep, 0/False = pruned; masks are keyed by the
@@ -6,13 +6,13 @@ parameter's *name* (``"fc1.weight"``).  Prunable tensors are the weights of
 ``Linear`` and ``Conv2d`` layers, never biases.  Sparsity is always *measured*
 from the weights (exact zeros), never taken from a mask or a request.
 
-The strategies are pure functions ``(weight, sparsity, generator) -> mask`` in
-:data:`STRATEGIES`; pruning a model computes masks then multiplies them in.
+Pruning a model computes a mask (``criteria.compute_mask``) then multiplies it in
+(:func:`apply_mask`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -52,41 +52,6 @@ def pruning_targets(model: nn.Module, biases: bool = False, skip: Sequence[str] 
 def num_to_prune(n: int, sparsity: float) -> int:
     """k = round(n * r): the number of zeros a tensor of n weights should hold."""
     return int(round(n * float(sparsity)))
-
-
-# ------------------------------------------------------------------ strategies
-def magnitude_mask(weight: torch.Tensor, sparsity: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Keep all but the k = round(n*r) smallest |w| (existing zeros go first)."""
-    flat = weight.detach().abs().flatten()
-    n = flat.numel()
-    keep = n - num_to_prune(n, sparsity)
-    mask = torch.zeros(n, dtype=torch.bool, device=weight.device)
-    if keep > 0:
-        mask[torch.topk(flat, keep, largest=True, sorted=False).indices] = True
-    return mask.view_as(weight)
-
-
-def random_mask(weight: torch.Tensor, sparsity: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Zero k' = k - n_zero randomly chosen non-zero weights (the paper's Algorithm 2).
-
-    Existing zeros count towards k and stay pruned; the draw uses ``generator``
-    (a CPU ``torch.Generator``) so it is reproducible on any device.
-    """
-    flat = weight.detach().flatten()
-    n = flat.numel()
-    nonzero = torch.nonzero(flat != 0, as_tuple=False).flatten()
-    k_extra = num_to_prune(n, sparsity) - (n - nonzero.numel())
-    mask = (flat != 0).clone()
-    if k_extra > 0:
-        pick = torch.randperm(nonzero.numel(), generator=generator)[:k_extra].to(nonzero.device)
-        mask[nonzero[pick]] = False
-    return mask.view_as(weight)
-
-
-Strategy = Callable[[torch.Tensor, float, Optional[torch.Generator]], torch.Tensor]
-
-#: name -> pure mask function; add your own strategy here.
-STRATEGIES: dict[str, Strategy] = {"magnitude": magnitude_mask, "random": random_mask}
 
 
 # ------------------------------------------------------------------ Mask
@@ -130,38 +95,6 @@ class Mask(dict):
         apply_mask(model, self)
 
 
-def compute_mask(
-    model: nn.Module,
-    strategy: str,
-    sparsity: float,
-    scope: str = "layer",
-    generator: Optional[torch.Generator] = None,
-    *,
-    biases: bool = False,
-    skip: Sequence[str] = (),
-) -> Mask:
-    """Masks for every pruning target (see :func:`pruning_targets`), per layer or (magnitude only) globally."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is invalid: allowed one of {', '.join(STRATEGIES)}")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity={sparsity!r} is invalid: allowed a number >= 0 and < 1")
-    params = pruning_targets(model, biases, skip)
-    if scope == "layer":
-        return Mask({k: STRATEGIES[strategy](w, sparsity, generator) for k, w in params.items()})
-    if scope != "global":
-        raise ValueError(f"scope={scope!r} is invalid: allowed layer, global")
-    if strategy != "magnitude":
-        # Global random pruning is the same, in expectation, as layer-wise random pruning.
-        raise ValueError(f"scope='global' is defined for magnitude pruning only, not {strategy!r}")
-    flat = torch.cat([w.detach().abs().flatten() for w in params.values()])
-    keep_flat = magnitude_mask(flat, sparsity)
-    out, start = Mask(), 0
-    for k, w in params.items():
-        out[k] = keep_flat[start : start + w.numel()].view_as(w)
-        start += w.numel()
-    return out
-
-
 @torch.no_grad()
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """w *= mask for every masked tensor, in place (keeps the optimizer's references)."""
@@ -170,20 +103,6 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
         if key not in params:
             raise KeyError(f"mask names {key!r}, which is not a prunable weight or bias of this model")
         params[key].mul_(m.to(params[key].dtype))
-
-
-def prune_magnitude(model: nn.Module, sparsity: float, scope: str = "layer") -> Mask:
-    """Zero the smallest-magnitude weights of each layer (or globally); return the mask."""
-    mask = compute_mask(model, "magnitude", sparsity, scope)
-    apply_mask(model, mask)
-    return mask
-
-
-def prune_random(model: nn.Module, sparsity: float, generator: Optional[torch.Generator] = None) -> Mask:
-    """Zero random non-zero weights of each layer until it holds round(n*r) zeros."""
-    mask = compute_mask(model, "random", sparsity, "layer", generator)
-    apply_mask(model, mask)
-    return mask
 
 
 # ------------------------------------------------------------------ measuring
@@ -232,32 +151,3 @@ def remove_torch_prune(model: nn.Module) -> nn.Module:
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(module, hook._tensor_name)
     return model
-
-
-
-# ------------------------------------------------------------------ structured (neuron) pruning
-def neuron_mask(weight: torch.Tensor, sparsity: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Prune whole output neurons (rows of a Linear weight, filters of a Conv): lowest L2 norm first.
-
-    round(rows * r) rows are removed entirely, so the achieved weight sparsity is
-    that fraction of rows (the mask is a whole row/filter of zeros).
-    """
-    rows = weight.shape[0]
-    norms = weight.detach().reshape(rows, -1).norm(dim=1)
-    keep_rows = rows - num_to_prune(rows, sparsity)
-    row_mask = torch.zeros(rows, dtype=torch.bool, device=weight.device)
-    if keep_rows > 0:
-        row_mask[torch.topk(norms, keep_rows, largest=True).indices] = True
-    return row_mask.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight).clone()
-
-
-STRATEGIES["neuron"] = neuron_mask
-
-
-def prune_neurons(model: nn.Module, sparsity: float, skip_last: bool = True) -> Mask:
-    """Remove the weakest neurons of every layer (the output layer's classes are kept by default)."""
-    params = prunable_parameters(model)
-    names = list(params)[:-1] if skip_last else list(params)
-    mask = Mask({k: neuron_mask(params[k], sparsity) for k in names})
-    apply_mask(model, mask)
-    return mask

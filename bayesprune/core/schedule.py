@@ -1,6 +1,6 @@
 """When to propose a pruning step, and to what sparsity (TF-MOT's ``PruningSchedule``, per epoch).
 
-The schedule only *proposes*; the gate (``bayes.py``) decides.  A refused step
+The schedule only *proposes*; the gate (``bayes.posterior``'s ``GATES``) decides.  A refused step
 leaves the network as it was, and the schedule proposes again the next epoch
 (its proposal depends on the epoch, not on what was accepted before).
 
@@ -10,7 +10,10 @@ leaves the network as it was, and the schedule proposes again the next epoch
   Distiller's AGP) with initial sparsity 0.  Step k of n (epochs start..end)
   proposes ``target * (1 - (1 - k/n)**3)``: big steps early, while the network has
   many redundant weights, small steps near the target.  After ``end`` it proposes
-  the target.
+  the target.  In TF-MOT's terms, epoch e proposes ``PolynomialDecay(initial_sparsity=0,
+  final_sparsity=target, begin_step=start - 1, end_step=end, power=3, frequency=1)`` at
+  step e: our first step is PolynomialDecay's *second* (its step ``begin_step`` proposes 0,
+  a step that would remove nothing), so ``begin_step`` is ``start - 1``, not ``start``.
 
 ``final_prune`` decides the last epoch: ``target`` forces the target whatever the
 gate says (the reported accuracy belongs to the stated sparsity); ``gate`` gates

@@ -26,7 +26,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..bayes.posterior import (
-    PosteriorRatio,
     PosteriorTerms,
     bf_subset,
     gate_allows_pruning,
@@ -35,17 +34,18 @@ from ..bayes.posterior import (
     summed_loss_and_correct,
 )
 from ..core.config import RunConfig
+from ..core.criteria import compute_mask
 from ..core.data import TensorDataset, batch_indices, load_dataset
 from ..core.models import initial_model
 from ..core.pruning import (
     Mask,
     apply_mask,
-    compute_mask,
     layer_sparsity,
     output_layer_names,
     prunable_parameters,
     sparsity,
 )
+from ..core.registry import BAYES_FACTORS
 from ..core.schedule import PruningSchedule
 
 Callback = Callable[[dict[str, Any]], None]
@@ -146,19 +146,10 @@ class RunResult:
             "device": self.device,
         }
 
-    def save(self, out_dir, plot: bool = True, overwrite: bool = False):
-        """Write the run folder atomically (see :mod:`bayesprune.runs.runio`); returns its path."""
-        from ..runs.runio import save_run
-
-        return save_run(self, out_dir, plot=plot, overwrite=overwrite)
-
-
-def _title(cfg: RunConfig) -> str:
-    return f"{cfg.dataset} / {cfg.model} / {cfg.method} @ {cfg.sparsity:.0%}"
 
 
 # ------------------------------------------------------------------ steps
-def _run_steps(
+def run_steps(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     data: TensorDataset,
@@ -191,7 +182,7 @@ def _run_steps(
     return float(loss_sum), float(correct), count
 
 
-def _train_epoch(
+def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
     data: TensorDataset,
@@ -201,11 +192,11 @@ def _train_epoch(
 ) -> tuple[float, float]:
     """One pass over the training set; (mean loss, accuracy) weighted by batch size."""
     batches = batch_indices(data.n_train, batch_size, generator, data.x_train.device)
-    loss_sum, correct, count = _run_steps(model, opt, data, batches, mask)
+    loss_sum, correct, count = run_steps(model, opt, data, batches, mask)
     return loss_sum / count, correct / count
 
 
-def _some_batches(n: int, batch_size: int, steps: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+def some_batches(n: int, batch_size: int, steps: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
     """``steps`` shuffled mini-batches (fresh permutations as needed): the fine-tuning steps of a gate."""
     done = 0
     while done < steps:
@@ -214,6 +205,10 @@ def _some_batches(n: int, batch_size: int, steps: int, generator: torch.Generato
                 return
             yield idx
             done += 1
+
+
+# The names these had before they were public (code written against them keeps working).
+_run_steps, _train_epoch, _some_batches = run_steps, train_epoch, some_batches
 
 
 def make_adam(params, lr: float, device: torch.device | str) -> torch.optim.Optimizer:
@@ -251,7 +246,7 @@ def retrain(
     g = torch.Generator().manual_seed(seed)
     out = []
     for epoch in range(1, epochs + 1):
-        loss, acc = _train_epoch(model, opt, data, batch_size, g, mask)
+        loss, acc = train_epoch(model, opt, data, batch_size, g, mask)
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
         out.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "test_loss": test_loss,
                     "test_acc": test_acc, "sparsity": sparsity(model)})
@@ -297,13 +292,14 @@ class PruneState:
 
     cfg: RunConfig
     schedule: PruningSchedule
-    evaluator: Any  # PosteriorRatio or laplace_gate.LaplaceRatio: .terms(model, mask, before), .finetune_steps
+    evaluator: Any  # see posterior.BayesFactor: .terms(model, mask, before), .finetune_steps
     optimizer: torch.optim.Optimizer
     data: TensorDataset
     g_prune: torch.Generator
     g_finetune: torch.Generator
     mask: Optional[Mask] = None  # the persistent mask (None: nothing pruned yet, or regrow=True)
     previous_log_bf: Optional[float] = None
+    criterion: Any = None  # a scores function (core.criteria); None: the registered cfg.prune_kind
 
 
 def _targets_skip(cfg: RunConfig, model: nn.Module) -> tuple[str, ...]:
@@ -353,14 +349,15 @@ def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
         finetune = state.evaluator.finetune_steps
         may_reject = cfg.is_bayesian and cfg.gate == "immediate" and not forced
         snap = _snapshot(model, state.optimizer, with_optimizer=finetune > 0) if may_reject else None
-        candidate = compute_mask(model, cfg.prune_kind, proposal, cfg.scope, state.g_prune,
-                                 biases=cfg.prune_biases, skip=_targets_skip(cfg, model))
+        criterion = state.criterion if state.criterion is not None else cfg.prune_kind
+        candidate = compute_mask(model, criterion, proposal, cfg.scope, state.g_prune,
+                                 biases=cfg.prune_biases, skip=_targets_skip(cfg, model), data=state.data)
         removes = finetune > 0 and _newly_pruned(model, candidate) > 0
         apply_mask(model, candidate)
         if removes:  # Laplace needs weights near a mode of the pruned model (laplace_gate.py)
-            batches = _some_batches(state.data.n_train, cfg.batch_size, finetune, state.g_finetune,
-                                    state.data.x_train.device)
-            _run_steps(model, state.optimizer, state.data, batches, candidate)
+            batches = some_batches(state.data.n_train, cfg.batch_size, finetune, state.g_finetune,
+                                   state.data.x_train.device)
+            run_steps(model, state.optimizer, state.data, batches, candidate)
         after = state.evaluator.terms(model, candidate, before)
         log_bf = log_bayes_factor(before, after, cfg.bayes_factor)
         if math.isnan(log_bf):
@@ -379,107 +376,190 @@ def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
 
 
 def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
-    """The gate's evaluator: the paper's posterior ratio, or the Laplace evidence (imported only then)."""
+    """The gate's evaluator, built by the registered Bayes factor ``cfg.bayes_factor`` on the fixed subset."""
     bf_idx = bf_subset(data.n_train, cfg.bf_samples, cfg.seed).to(data.x_train.device)
     x_bf, y_bf = data.x_train[bf_idx], data.y_train[bf_idx]
-    if cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik":
-        from ..bayes.laplace_gate import LaplaceRatio
-
-        return LaplaceRatio(cfg, x_bf, y_bf, data.n_train, model)
-    return PosteriorRatio(x_bf, y_bf, data.n_train, cfg.prior_mu, cfg.prior_sigma, cfg.likelihood,
-                          biases=cfg.prune_biases)
+    return BAYES_FACTORS.lookup(cfg.bayes_factor).make(cfg, model, data, x_bf, y_bf)
 
 
 def gate_state(cfg: RunConfig, model: nn.Module, data: TensorDataset,
-               optimizer: Optional[torch.optim.Optimizer] = None) -> PruneState:
+               optimizer: Optional[torch.optim.Optimizer] = None, *, criterion: Any = None,
+               evaluator: Any = None) -> PruneState:
     """The pruning state a run of ``cfg`` starts with (the one :func:`train` builds).
 
     Also the way to step the gate by hand: ``prune_step(model, gate_state(cfg, model, data), epoch)``.
+    ``criterion`` (a scores function) and ``evaluator`` (an object with ``terms`` and
+    ``finetune_steps``) replace the registered ones of ``cfg``.
     """
     schedule = PruningSchedule.from_config(cfg)
     if schedule is None:
         raise ValueError(f"RunConfig.method={cfg.method!r} prunes nothing: a gate state needs a pruning method")
     opt = optimizer if optimizer is not None else make_adam(model.parameters(), cfg.lr, data.x_train.device)
-    return PruneState(cfg, schedule, make_evaluator(cfg, model, data), opt, data,
+    evaluator = evaluator if evaluator is not None else make_evaluator(cfg, model, data)
+    return PruneState(cfg, schedule, evaluator, opt, data,
                       g_prune=torch.Generator().manual_seed(cfg.seed + 1),
-                      g_finetune=torch.Generator().manual_seed(cfg.seed + 2))
+                      g_finetune=torch.Generator().manual_seed(cfg.seed + 2), criterion=criterion)
+
+
+# ------------------------------------------------------------------ building a run
+@dataclass
+class Run:
+    """Everything a run is made of before its first epoch: what :func:`build_run` returns."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: TensorDataset
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    g_data: torch.Generator  # the order of the training batches
+    state: Optional[PruneState]  # the schedule, the gate and its evaluator (None: the unpruned baseline)
+
+    @property
+    def mask(self) -> Optional[Mask]:
+        return self.state.mask if self.state is not None else None
+
+
+def build_run(cfg: RunConfig, data: Optional[TensorDataset] = None, *, criterion: Any = None,
+              evaluator: Any = None) -> Run:
+    """Data, model, optimizer, schedule and gate of a run of ``cfg`` (``data`` overrides loading)."""
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"train() needs a RunConfig, got {type(cfg).__name__}")
+    device = torch.device(cfg.resolved_device())
+    data = load_dataset(cfg, device) if data is None else data.to(device)
+    model = initial_model(cfg, data.input_shape, data.num_classes, device)
+    opt = make_adam(model.parameters(), cfg.lr, device)
+    g_data = torch.Generator().manual_seed(cfg.seed)
+    state = (gate_state(cfg, model, data, opt, criterion=criterion, evaluator=evaluator)
+             if cfg.prune_kind is not None else None)
+    return Run(cfg, device, data, model, opt, g_data, state)
+
+
+# ------------------------------------------------------------------ callbacks
+class EpochCallback:
+    """A callback that sees the whole epoch: ``on_epoch_end(epoch, model, optimizer, row)``.
+
+    A plain function in ``callbacks`` receives the row only (``callbacks=[print]``); an
+    object with ``on_epoch_end`` receives the epoch, the model, the optimizer and the row
+    (open_lth's callbacks, so that the loop itself stays simple).
+    """
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     row: dict[str, Any]) -> None:  # pragma: no cover - an interface
+        raise NotImplementedError
+
+
+def _call(cb: Any, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, row: dict[str, Any]) -> None:
+    if hasattr(cb, "on_epoch_end"):
+        cb.on_epoch_end(epoch, model, optimizer, dict(row))
+    else:
+        cb(dict(row))
+
+
+class Snapshot(EpochCallback):
+    """The weights after the last finished epoch, which a stopped, interrupted or diverged run returns."""
+
+    def __init__(self, model: nn.Module):
+        self.take(model)
+
+    def take(self, model: nn.Module) -> None:
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_epoch_end(self, epoch, model, optimizer, row) -> None:
+        self.take(model)
+
+
+class ProgressBar(EpochCallback):
+    """tqdm over the epochs, showing the last test accuracy and sparsity."""
+
+    def __init__(self, cfg: RunConfig, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=cfg.epochs, desc=cfg.title, unit="epoch", disable=not enabled, leave=False)
+
+    def on_epoch_end(self, epoch, model, optimizer, row) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(test_acc=f"{row['test_acc']:.4f}", sparsity=f"{row['sparsity']:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def evaluation_columns(model: nn.Module, data: TensorDataset) -> dict[str, float]:
+    """The test columns of a history row, under inference mode."""
+    test_sum, test_correct = summed_loss_and_correct(model, data.x_test, data.y_test)
+    return {"test_loss": test_sum / data.n_test, "test_acc": test_correct / data.n_test}
+
+
+def _result(run: Run, rows: list[dict[str, Any]], snapshot: Snapshot, start: float, status: str) -> RunResult:
+    cfg, model = run.cfg, run.model
+    model.load_state_dict(snapshot.state)
+    history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    last = history.iloc[-1] if len(history) else None
+    return RunResult(
+        config=cfg, history=history, model=model,
+        test_accuracy=float(last["test_acc"]) if last is not None else NAN,
+        test_loss=float(last["test_loss"]) if last is not None else NAN,
+        final_sparsity=sparsity(model, cfg.prune_biases), seconds=time.perf_counter() - start,
+        device=str(run.device), layer_sparsity=layer_sparsity(model, cfg.prune_biases), status=status)
 
 
 # ------------------------------------------------------------------ the run
 def train(
     cfg: RunConfig,
-    callbacks: Iterable[Callback] = (),
+    callbacks: Iterable[Any] = (),
     progress: bool = True,
     data: Optional[TensorDataset] = None,
+    *,
+    criterion: Any = None,
+    evaluator: Any = None,
 ) -> RunResult:
     """Train ``cfg`` and return a :class:`RunResult`.
 
-    ``callbacks`` receive each history row (a dict) as soon as it exists; one may raise
+    ``callbacks`` receive each history row as soon as it exists (a plain function gets the
+    row; an :class:`EpochCallback` gets epoch, model, optimizer and row); one may raise
     :class:`StopTraining`.  ``progress`` shows a tqdm bar over epochs.  ``data`` overrides
-    loading (tests).  Raises :class:`TrainingDiverged` on a NaN/inf loss and
+    loading (tests); ``criterion`` (a scores function) and ``evaluator`` replace the registered
+    ones of ``cfg``.  Raises :class:`TrainingDiverged` on a NaN/inf loss and
     :class:`TrainingInterrupted` on Ctrl-C, each with the finished epochs in ``.result``.
     """
-    from tqdm.auto import tqdm
-
-    if not isinstance(cfg, RunConfig):
-        raise TypeError(f"train() needs a RunConfig, got {type(cfg).__name__}")
-    callbacks = list(callbacks)
     start = time.perf_counter()
-    device = torch.device(cfg.resolved_device())
-    data = load_dataset(cfg, device) if data is None else data.to(device)
-
-    model = initial_model(cfg, data.input_shape, data.num_classes, device)
-    opt = make_adam(model.parameters(), cfg.lr, device)
-    g_data = torch.Generator().manual_seed(cfg.seed)
-    state = gate_state(cfg, model, data, opt) if cfg.prune_kind is not None else None
-
+    run = build_run(cfg, data, criterion=criterion, evaluator=evaluator)
+    model, opt, data = run.model, run.optimizer, run.data
     rows: list[dict[str, Any]] = []
-    finished = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the model after the last epoch
-
-    def result(status: str) -> RunResult:
-        model.load_state_dict(finished)
-        history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        last = history.iloc[-1] if len(history) else None
-        return RunResult(
-            config=cfg, history=history, model=model,
-            test_accuracy=float(last["test_acc"]) if last is not None else NAN,
-            test_loss=float(last["test_loss"]) if last is not None else NAN,
-            final_sparsity=sparsity(model, cfg.prune_biases), seconds=time.perf_counter() - start,
-            device=str(device), layer_sparsity=layer_sparsity(model, cfg.prune_biases), status=status)
-
-    bar = tqdm(range(1, cfg.epochs + 1), desc=_title(cfg), unit="epoch", disable=not progress, leave=False)
+    snapshot, bar = Snapshot(model), ProgressBar(cfg, progress)
+    callbacks = [snapshot, bar, *callbacks]
     status = "ok"
     try:
-        for epoch in bar:
+        for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            train_loss, train_acc = _train_epoch(model, opt, data, cfg.batch_size, g_data,
-                                                 state.mask if state is not None else None)
+            # -- train: one pass of Adam over the shuffled training set, pruned weights held at zero
+            train_loss, train_acc = train_epoch(model, opt, data, cfg.batch_size, run.g_data, run.mask)
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
-                    f"training loss became {train_loss} in epoch {epoch} of {_title(cfg)} (lr={cfg.lr}); the "
-                    f"{len(rows)} finished epochs are kept", result("diverged"))
+                    f"training loss became {train_loss} in epoch {epoch} of {cfg.title} (lr={cfg.lr}); the "
+                    f"{len(rows)} finished epochs are kept", _result(run, rows, snapshot, start, "diverged"))
+            # -- prune: the schedule proposes, the Bayes factor measures, the gate decides
             try:
-                step = prune_step(model, state, epoch) if state is not None else StepRecord(
+                step = prune_step(model, run.state, epoch) if run.state is not None else StepRecord(
                     sparsity_before=sparsity(model, cfg.prune_biases))
             except FloatingPointError as exc:
-                raise TrainingDiverged(f"{exc}; in {_title(cfg)}", result("diverged")) from None
-            test_sum, test_correct = summed_loss_and_correct(model, data.x_test, data.y_test)
+                raise TrainingDiverged(f"{exc}; in {cfg.title}",
+                                       _result(run, rows, snapshot, start, "diverged")) from None
+            # -- evaluate and record the epoch's row
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                   "test_loss": test_sum / data.n_test, "test_acc": test_correct / data.n_test,
-                   "sparsity": sparsity(model, cfg.prune_biases), **step.columns(),
-                   "seconds": time.perf_counter() - t0}
+                   **evaluation_columns(model, data), "sparsity": sparsity(model, cfg.prune_biases),
+                   **step.columns(), "seconds": time.perf_counter() - t0}
             rows.append({c: row[c] for c in HISTORY_COLUMNS})
-            finished = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bar.set_postfix(test_acc=f"{row['test_acc']:.4f}", sparsity=f"{row['sparsity']:.3f}")
+            # -- callbacks: the snapshot, the progress bar, then the caller's (one may stop the run)
             try:
                 for cb in callbacks:
-                    cb(dict(rows[-1]))
+                    _call(cb, epoch, model, opt, rows[-1])
             except StopTraining:
                 status = "stopped"
                 break
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted after {len(rows)} finished epochs of {_title(cfg)}",
-                                  result("interrupted")) from None
+        raise TrainingInterrupted(f"interrupted after {len(rows)} finished epochs of {cfg.title}",
+                                  _result(run, rows, snapshot, start, "interrupted")) from None
     finally:
         bar.close()
-    return result(status)
+    return _result(run, rows, snapshot, start, status)

@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from ..bayes.posterior import bf_subset, posterior_terms
+from ..core.criteria import compute_mask
 from ..core.data import TensorDataset
-from ..core.pruning import Mask, apply_mask, compute_mask
-from ..engine.training import _run_steps, _some_batches, make_adam
+from ..core.pruning import Mask, apply_mask
+from ..engine.training import make_adam, run_steps, some_batches
 
 
 def finetuned_copy(model: nn.Module, mask: Mask, data: TensorDataset, steps: int, lr: float = 0.001,
@@ -40,7 +41,7 @@ def finetuned_copy(model: nn.Module, mask: Mask, data: TensorDataset, steps: int
     if steps > 0:
         opt = make_adam(clone.parameters(), lr, data.x_train.device)
         g = torch.Generator().manual_seed(seed)
-        _run_steps(clone, opt, data, _some_batches(data.n_train, batch_size, steps, g, data.x_train.device), mask)
+        run_steps(clone, opt, data, some_batches(data.n_train, batch_size, steps, g, data.x_train.device), mask)
     return clone
 
 

@@ -6,24 +6,16 @@ sparsities, priors and sample sizes without changing the network.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
-import torch
 from torch import nn
 
-from ..bayes.posterior import bf_subset, log_likelihood, log_prior
+from ..bayes.posterior import PosteriorRatio, bf_subset, log_likelihood, log_prior
+from ..core.criteria import pruned_copy
 from ..core.data import TensorDataset
-from ..core.pruning import apply_mask, compute_mask, prunable_parameters
-
-
-def pruned_copy(model: nn.Module, strategy: str, sparsity: float, seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` pruned by ``strategy`` to ``sparsity`` (the original is untouched)."""
-    clone = copy.deepcopy(model)
-    apply_mask(clone, compute_mask(clone, strategy, sparsity, generator=torch.Generator().manual_seed(seed)))
-    return clone
+from ..core.pruning import prunable_parameters
 
 
 def _terms_row(strategy: str, sparsity: float, sigma: float, samples: int, likelihood: str,
@@ -48,17 +40,21 @@ def bf_terms(
     bf_samples: Optional[int] = 4096,
     likelihood: str = "sum",
     seed: int = 0,
+    biases: bool = False,
 ) -> dict[str, float]:
-    """Both terms before and after pruning a copy, their changes, and the log Bayes factor."""
+    """Both terms before and after pruning a copy, their changes, and the log Bayes factor.
+
+    The terms are the gate's own (:class:`~bayesprune.bayes.posterior.PosteriorRatio` on the
+    run's fixed subset), so with a run's settings (``seed=cfg.seed``, ``biases=cfg.prune_biases``)
+    a magnitude step here has the log BF that the gate records for it.
+    """
     idx = bf_subset(data.n_train, bf_samples, seed).to(data.x_train.device)
     x, y = data.x_train[idx], data.y_train[idx]
-    scale = data.n_train / x.shape[0]
-    pruned = pruned_copy(model, strategy, sparsity, seed)
-    ll_b = log_likelihood(model, x, y, scale, likelihood)
-    ll_a = log_likelihood(pruned, x, y, scale, likelihood)
-    lp_b = log_prior(model, mu, sigma)
-    lp_a = log_prior(pruned, mu, sigma)
-    return _terms_row(strategy, sparsity, sigma, x.shape[0], likelihood, ll_b, ll_a, lp_b, lp_a)
+    ratio = PosteriorRatio(x, y, data.n_train, mu, sigma, likelihood, biases=biases)
+    before = ratio.terms(model)
+    after = ratio.terms(pruned_copy(model, strategy, sparsity, seed, biases=biases))
+    return _terms_row(strategy, sparsity, sigma, x.shape[0], likelihood, before.log_likelihood,
+                      after.log_likelihood, before.log_prior, after.log_prior)
 
 
 def bf_scan(
@@ -71,6 +67,7 @@ def bf_scan(
     likelihoods: Iterable[str] = ("sum",),
     mu: float = 0.0,
     seed: int = 0,
+    biases: bool = False,
 ) -> pd.DataFrame:
     """:func:`bf_terms` over a grid, as a tidy DataFrame (one row per combination).
 
@@ -85,12 +82,12 @@ def bf_scan(
         subsets[m] = (data.x_train[idx], data.y_train[idx])
     ll_before = {(m, lik): log_likelihood(model, x, y, data.n_train / x.shape[0], lik)
                  for m, (x, y) in subsets.items() for lik in likelihoods}
-    lp_before = {sigma: log_prior(model, mu, sigma) for sigma in sigmas}
+    lp_before = {sigma: log_prior(model, mu, sigma, biases) for sigma in sigmas}
     rows = []
     for strategy in strategies:
         for r in sparsities:
-            pruned = pruned_copy(model, strategy, r, seed)
-            lp_after = {sigma: log_prior(pruned, mu, sigma) for sigma in sigmas}
+            pruned = pruned_copy(model, strategy, r, seed, biases=biases)
+            lp_after = {sigma: log_prior(pruned, mu, sigma, biases) for sigma in sigmas}
             for m, (x, y) in subsets.items():
                 for lik in likelihoods:
                     ll_a = log_likelihood(pruned, x, y, data.n_train / x.shape[0], lik)

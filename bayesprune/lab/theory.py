@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from ..analysis.stats import binomial_lower_bound
+from ..core.criteria import compute_mask, pruned_copy
 from ..core.models import CNN, FCN
-from ..core.pruning import apply_mask, compute_mask, prunable_parameters
+from ..core.pruning import apply_mask, prunable_parameters
 
 
 @torch.inference_mode()
@@ -50,9 +51,19 @@ def pruned_version(
 
     ``layers``: prune only these weights (the others stay dense).
     """
-    clone = copy.deepcopy(model)
-    _prune_in_place(clone, strategy, rate, generator, rescale, layers)
+    params = prunable_parameters(model)
+    skip = () if layers is None else tuple(k for k in params if k not in layers)
+    clone = pruned_copy(model, strategy, rate, generator=generator, skip=skip)
+    if rescale and rate > 0:
+        _rescale(clone, rate, [k for k in params if k not in skip])
     return clone
+
+
+def _rescale(net: nn.Module, rate: float, names: Sequence[str]) -> None:
+    params = prunable_parameters(net)
+    with torch.no_grad():
+        for k in names:
+            params[k].mul_(1.0 / (1.0 - rate))
 
 
 def _prune_in_place(net: nn.Module, strategy: str, rate: float, generator: Optional[torch.Generator],
@@ -62,9 +73,7 @@ def _prune_in_place(net: nn.Module, strategy: str, rate: float, generator: Optio
     mask = compute_mask(net, strategy, rate, generator=generator, skip=skip)
     apply_mask(net, mask)
     if rescale and rate > 0:
-        with torch.no_grad():
-            for k in mask:
-                params[k].mul_(1.0 / (1.0 - rate))
+        _rescale(net, rate, list(mask))
 
 
 def output_bias(model: nn.Module) -> torch.Tensor:

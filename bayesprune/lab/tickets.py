@@ -15,16 +15,14 @@ from torch import nn
 
 from ..core.config import RunConfig
 from ..core.data import TensorDataset
-from ..core.models import initial_model as _initial_model
+from ..core.models import initial_model
 from ..core.pruning import Mask, apply_mask, sparsity
 from ..engine.training import evaluate, retrain
 
 Start = Literal["rewind", "reinit", "finetune"]
 
 
-def initial_model(cfg: RunConfig, data: TensorDataset) -> nn.Module:
-    """Exactly the network ``bp.train(cfg)`` starts from (:func:`bayesprune.core.models.initial_model`)."""
-    return _initial_model(cfg, data.input_shape, data.num_classes, data.x_train.device)
+__all__ = ["Start", "initial_model", "retrain_ticket", "ticket"]  # initial_model: the core builder, re-exported
 
 
 def ticket(

@@ -195,9 +195,9 @@ class RunFolder:
         if plot and len(result.history):
             import matplotlib.pyplot as plt
 
-            from ..analysis.plots import plot_curves
+            from .plots import plot_curves
 
-            fig = plot_curves(result.history, title=_title(result.config), beta=_beta(result.config))
+            fig = plot_curves(result.history, title=result.config.title, beta=_beta(result.config))
             png = io.BytesIO()
             fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
             plt.close(fig)
@@ -246,10 +246,6 @@ class RunFolder:
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 trash.unlink(missing_ok=True)
-
-
-def _title(cfg: RunConfig) -> str:
-    return f"{cfg.dataset} / {cfg.model} / {cfg.method} @ {cfg.sparsity:.0%}"
 
 
 def _beta(cfg: RunConfig) -> Optional[float]:

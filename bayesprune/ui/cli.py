@@ -30,7 +30,8 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from ..core.config import METHODS, PAPER_METHODS, RunConfig, config_fields, field_type, is_optional
+from ..core.config import PAPER_METHODS, RunConfig, config_fields, field_choices, field_type, is_optional
+from ..core.registry import methods
 
 
 def _optional_int(text: str) -> Optional[int]:
@@ -52,7 +53,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = 
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif "choices" in f.metadata:
-            parser.add_argument(flag, choices=f.metadata["choices"], **kwargs)
+            parser.add_argument(flag, choices=field_choices(f.name), **kwargs)
         elif kind is int and is_optional(f.name):
             parser.add_argument(flag, type=_optional_int, metavar="INT|none", **kwargs)
         elif kind in (int, float):
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a resumable grid of methods x sparsities x seeds")
     add_config_arguments(s, skip=("method", "sparsity", "seed"))
-    s.add_argument("--methods", nargs="+", choices=METHODS, default=list(PAPER_METHODS),
+    s.add_argument("--methods", nargs="+", choices=methods(), default=list(PAPER_METHODS),
                    help="methods (default: the paper's five)")
     s.add_argument("--sparsities", nargs="+", type=parse_sparsity, default=[0.25, 0.5, 0.75, 0.9, 0.99],
                    help="target sparsities as fractions (0.9) or percentages with %% (90%%) (default: 0.25 0.5 "

@@ -126,10 +126,11 @@ def render_png(fig, dpi: int = 80) -> bytes:
 
 
 class LiveCurves:
-    """The dashboard's figure: the two panels of :func:`bayesprune.analysis.plots.plot_curves`, built once and redrawn.
+    """The dashboard's figure: the two panels of :func:`bayesprune.runs.plots.plot_curves`, built once and redrawn.
 
-    The axes, labels and margins are made once; each :meth:`render` replaces only the lines, with one
-    legend entry per run (the line styles are keyed in the panel titles), and draws once off-screen.
+    The axes and margins are made once; each :meth:`render` replaces only the lines, drawn by the same
+    :func:`~bayesprune.runs.plots.draw_curves` as ``plot_curves``, with one legend entry per run (the line
+    styles are keyed in the panel titles), and draws once off-screen.
     That is about half the cost of building the figure anew, which matters when a draw takes as long
     as a few epochs.  No pyplot: safe in the dashboard's worker thread.
     """
@@ -141,18 +142,10 @@ class LiveCurves:
         self.ax_loss, self.ax_bf = self.fig.subplots(1, 2)
         self.ax_acc, self.ax_sp = self.ax_loss.twinx(), self.ax_bf.twinx()
         self.fig.subplots_adjust(left=0.05, right=0.95, bottom=0.12, top=0.86, wspace=0.32)
-        self.ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss",
-                         title="loss (solid: train, dashed: test), test accuracy (dotted)")
-        self.ax_acc.set_ylabel("test accuracy")
-        self.ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor",
-                       title="log10 Bayes factor (o; x = pruned), sparsity (dashed)")
-        self.ax_sp.set_ylabel("sparsity (measured)")
-        self.ax_sp.set_ylim(-0.02, 1.02)
 
     def render(self, runs: dict[str, Any], title: str = "", beta: Optional[float] = None, dpi: int = 80) -> bytes:
         """PNG of the runs (label -> history DataFrame or list of rows) overlaid."""
-        import matplotlib
-        import pandas as pd
+        from ..runs.plots import draw_curves
 
         axes = (self.ax_loss, self.ax_acc, self.ax_bf, self.ax_sp)
         for ax in axes:
@@ -160,31 +153,12 @@ class LiveCurves:
                 artist.remove()
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
-        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-        handles = []
-        for i, (label, h) in enumerate(runs.items()):
-            h = pd.DataFrame(h) if isinstance(h, list) else h
-            if len(h) == 0:
-                continue
-            c = colors[i % len(colors)]
-            handles.append(self.ax_loss.plot(h["epoch"], h["train_loss"], color=c, ls="-", label=label)[0])
-            self.ax_loss.plot(h["epoch"], h["test_loss"], color=c, ls="--")
-            self.ax_acc.plot(h["epoch"], h["test_acc"], color=c, ls=":", marker=".")
-            log10_bf = h["log_bf"] / math.log(10)
-            if log10_bf.notna().any():
-                self.ax_bf.plot(h["epoch"], log10_bf, color=c, marker="o", ms=3)
-                pruned = h[h["pruned"].astype(bool)]
-                self.ax_bf.scatter(pruned["epoch"], pruned["log_bf"] / math.log(10), color=c, marker="x", s=30)
-            self.ax_sp.plot(h["epoch"], h["sparsity"], color=c, ls="--")
-        if beta is not None:
-            self.ax_bf.axhline(math.log10(beta), color="grey", lw=0.8, ls=":")
+        draw_curves(runs, axes, beta, legend="runs")
         for ax in (self.ax_loss, self.ax_acc, self.ax_bf):
             ax.relim()
             ax.autoscale_view()
         self.ax_sp.relim()
         self.ax_sp.autoscale_view(scaley=False)
-        if handles:
-            self.ax_loss.legend(handles=handles, fontsize=7, loc="center right")
         self.fig.suptitle(title)
         return render_png(self.fig, dpi)
 

@@ -26,23 +26,23 @@ def _as_mapping(histories: Histories) -> dict[str, pd.DataFrame]:
     return dict(histories)
 
 
-def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None):
-    """Two-panel learning curves for one history or several overlaid (label -> history)."""
-    import matplotlib.pyplot as plt
+def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = None, legend: str = "lines") -> None:
+    """Draw learning curves onto ``axes`` = (loss, accuracy twin, Bayes factor, sparsity twin).
 
-    runs = _as_mapping(histories)
-    if fig is None:
-        fig = plt.figure(figsize=(12, 4.2))
-    fig.clear()
-    ax_loss, ax_bf = fig.subplots(1, 2)
-    ax_acc = ax_loss.twinx()
-    ax_sp = ax_bf.twinx()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    The one drawing of the figure: :func:`plot_curves` and the dashboard's live figure both call it.
+    ``legend="lines"`` names every line; ``"runs"`` one entry per run, the line styles named in the titles.
+    """
+    import matplotlib
+
+    ax_loss, ax_acc, ax_bf, ax_sp = axes
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    per_run = []
     for i, (label, h) in enumerate(runs.items()):
+        h = pd.DataFrame(h) if isinstance(h, list) else h
         c = colors[i % len(colors)]
         if len(h) == 0:
             continue
-        ax_loss.plot(h["epoch"], h["train_loss"], color=c, ls="-", label=f"{label} train loss")
+        per_run.append(ax_loss.plot(h["epoch"], h["train_loss"], color=c, ls="-", label=f"{label} train loss")[0])
         ax_loss.plot(h["epoch"], h["test_loss"], color=c, ls="--", label=f"{label} test loss")
         ax_acc.plot(h["epoch"], h["test_acc"], color=c, ls=":", marker=".", label=f"{label} test acc")
         log10_bf = h["log_bf"] / math.log(10)
@@ -62,17 +62,46 @@ def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = N
     if beta is not None and beta > 0:
         ax_bf.axhline(math.log10(beta), color="grey", lw=0.8, ls=":", label="threshold log10 beta")
     ax_bf.set_yscale("symlog", linthresh=1.0)  # log BFs span from about 0 to thousands of nats
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss and test accuracy")
     ax_acc.set_ylabel("test accuracy")
-    ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x accepted, o refused)", title="Bayes factor and sparsity")
     ax_sp.set_ylabel("sparsity (measured)")
     ax_sp.set_ylim(-0.02, 1.02)
+    if legend == "runs":
+        ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss",
+                    title="loss (solid: train, dashed: test), test accuracy (dotted)")
+        ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor",
+                  title="log10 BF (x kept, o refused), sparsity (dashed), proposed (^)")
+        if per_run:
+            ax_loss.legend(handles=per_run, labels=[ln.get_label().removesuffix(" train loss") for ln in per_run],
+                           fontsize=7, loc="center right")
+        return
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss and test accuracy")
+    ax_bf.set(xlabel="epoch", ylabel="log10 Bayes factor (x accepted, o refused)", title="Bayes factor and sparsity")
     for a, b, loc in ((ax_loss, ax_acc, "center right"), (ax_bf, ax_sp, "center right")):
         h1, l1 = a.get_legend_handles_labels()
         h2, l2 = b.get_legend_handles_labels()
         if h1 or h2:
             a.legend(h1 + h2, l1 + l2, fontsize=7, loc=loc)
+
+
+def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None, ax=None):
+    """Two-panel learning curves for one history or several overlaid (label -> history).
+
+    ``ax``: a pair of axes (loss, Bayes factor) to draw into (their twin axes are added); otherwise
+    ``fig`` (cleared) or a new figure.  Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        ax_loss, ax_bf = ax
+        fig = ax_loss.figure
+    else:
+        if fig is None:
+            fig = plt.figure(figsize=(12, 4.2))
+        fig.clear()
+        ax_loss, ax_bf = fig.subplots(1, 2)
+    draw_curves(_as_mapping(histories), (ax_loss, ax_loss.twinx(), ax_bf, ax_bf.twinx()), beta)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if ax is None:
+        fig.tight_layout()
     return fig

@@ -1,0 +1,85 @@
+"""The results pages show the committed result files, verbatim: `python benchmarks/sync_docs.py` keeps them so."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sync():
+    spec = importlib.util.spec_from_file_location("sync_docs", ROOT / "benchmarks" / "sync_docs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sync = _sync()
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """(path, body) of every include block, parsed here independently of the sync tool."""
+    out, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        m = re.fullmatch(r"<!-- include: (\S+) -->", lines[i])
+        if m:
+            end = lines.index("<!-- end include -->", i + 1)
+            out.append((m[1], "\n".join(lines[i + 1:end])))
+            i = end
+        i += 1
+    return out
+
+
+def test_every_page_shows_its_included_files_verbatim():
+    pages = sync.pages()
+    assert len([p for p in pages if p.parent.name == "results"]) >= 4
+    seen = 0
+    for page in pages:
+        for rel, body in _blocks(page.read_text()):
+            path = ROOT / rel
+            assert rel.startswith("benchmarks/results/") and path.is_file(), f"{page.name} includes a missing {rel}"
+            assert body == path.read_text().rstrip("\n"), f"{page.name}: {rel} drifted; run benchmarks/sync_docs.py"
+            seen += 1
+    assert seen >= 5  # the Table 1 blocks at least
+    assert sync.drifted() == []
+
+
+def test_markers_open_and_close_in_pairs():
+    for page in sync.pages():
+        text = page.read_text()
+        assert text.count("<!-- include: ") == text.count("<!-- end include -->") == len(_blocks(text)), page.name
+
+
+def test_results_pages_are_linked_from_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for page in (ROOT / "docs" / "results").glob("*.md"):
+        assert f"docs/results/{page.name}" in readme, page.name
+
+
+def _tree(tmp_path, page_text, result="| a |\n|---|\n| 1 |\n"):
+    (tmp_path / "benchmarks" / "results" / "x").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "x" / "t.md").write_text(result)
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "README.md").write_text("# r\n")
+    page = tmp_path / "docs" / "results" / "p.md"
+    page.write_text(page_text)
+    return page
+
+
+def test_the_tool_finds_and_fixes_drift(tmp_path):
+    page = _tree(tmp_path, "intro\n<!-- include: benchmarks/results/x/t.md -->\n| a |\n|---|\n| 0 |\n"
+                           "<!-- end include -->\noutro\n")
+    assert sync.drifted(tmp_path) == [page]
+    fixed = sync.synced(page.read_text(), tmp_path, page)
+    assert fixed == "intro\n<!-- include: benchmarks/results/x/t.md -->\n| a |\n|---|\n| 1 |\n<!-- end include -->\noutro\n"
+    page.write_text(fixed)
+    assert sync.drifted(tmp_path) == []
+
+
+@pytest.mark.parametrize("rel", ["benchmarks/results/x/gone.md", "README.md", "benchmarks/results/../../README.md"])
+def test_a_missing_or_outside_file_is_an_error(tmp_path, rel):
+    _tree(tmp_path, f"<!-- include: {rel} -->\n<!-- end include -->\n")
+    with pytest.raises(sync.IncludeError, match=re.escape(rel)):
+        sync.drifted(tmp_path)
