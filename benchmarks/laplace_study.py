@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 
 import bayesprune as bp  # noqa: E402
-from bayesprune import bfcompare  # noqa: E402
+from bayesprune.lab import bfcompare  # noqa: E402
 from bayesprune.analysis.report import markdown_table, save_figure  # noqa: E402
 from bayesprune.analysis.studies import mean_std  # noqa: E402
 from bayesprune.runs.fileio import atomic_write_json, atomic_write_text  # noqa: E402

@@ -47,15 +47,18 @@ def covers_all_parameters(cfg: RunConfig) -> bool:
     return cfg.bayes_factor == "laplace" or cfg.prior_fit == "marglik"
 
 
+def _covered(cfg: RunConfig, model: nn.Module) -> list[torch.Tensor]:
+    return (list(model.parameters()) if covers_all_parameters(cfg)
+            else list(prunable_parameters(model, biases=cfg.prune_biases).values()))
+
+
 class MapPrior:
     """The prior term of the training loss over one model's weights; ``sigma`` may be refitted between epochs."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module, n_total: int, sigma: Optional[float] = None):
-        self.cfg, self.n_total = cfg, int(n_total)
-        self.params = (list(model.parameters()) if covers_all_parameters(cfg)
-                       else list(prunable_parameters(model, biases=cfg.prune_biases).values()))
-        self.mu = float(cfg.prior_mu)
-        self.sigma = float(cfg.prior_sigma if sigma is None else sigma)
+    def __init__(self, params: list[torch.Tensor], mu: float, sigma: float, n_total: int,
+                 cfg: Optional[RunConfig] = None):
+        self.params, self.mu, self.sigma, self.n_total = list(params), float(mu), float(sigma), int(n_total)
+        self.cfg = cfg  # where the weights, and the online refit (prior_fit="marglik"), come from
 
     @classmethod
     def from_config(cls, cfg: RunConfig, model: nn.Module, n_total: int) -> Optional["MapPrior"]:
@@ -68,11 +71,12 @@ class MapPrior:
             if not laplace_available():
                 raise ValueError(f"RunConfig.train_prior={cfg.train_prior!r} with prior_fit='marglik' needs "
                                  "laplace-torch, which is not installed: pip install laplace-torch")
-        return cls(cfg, model, n_total)
+        return cls(_covered(cfg, model), cfg.prior_mu, cfg.prior_sigma, n_total, cfg)
 
     def on(self, model: nn.Module) -> "MapPrior":
         """The same prior (same sigma) over another model's weights: the twin of a fair comparison."""
-        return MapPrior(self.cfg, model, self.n_total, self.sigma)
+        params = list(model.parameters()) if self.cfg is None else _covered(self.cfg, model)
+        return MapPrior(params, self.mu, self.sigma, self.n_total, self.cfg)
 
     def penalty(self) -> torch.Tensor:
         """|w - mu|^2 / (2 sigma^2 N): -log p(w) per training example, up to a constant."""
@@ -82,7 +86,7 @@ class MapPrior:
     def end_of_epoch(self, model: nn.Module, data: TensorDataset, epoch: int, mask: Optional[Mask]) -> None:
         """With ``prior_fit="marglik"``, every ``marglik_every`` epochs: sigma <- the evidence's maximiser."""
         cfg = self.cfg
-        if cfg.prior_fit != "marglik" or epoch % cfg.marglik_every:
+        if cfg is None or cfg.prior_fit != "marglik" or epoch % cfg.marglik_every:
             return
         from .evidence import Curvature
 
