@@ -124,6 +124,33 @@ def evidence_scan(
     return pd.DataFrame(rows)
 
 
+def prune_nothing_control(model: nn.Module, data: TensorDataset, **scan_kwargs) -> pd.DataFrame:
+    """The control every comparison must pass: a candidate that prunes nothing, compared fairly and unfairly.
+
+    One row per comparison: its log BF and the changes of fit, penalty and Occam factor.  Fair,
+    it is 0 exactly (only the mask differs, and here it does not); unfair, the fine-tuning alone
+    shows up as "evidence".
+    """
+    rows = []
+    for fair in (True, False):
+        r = evidence_scan(model, data, strategies=("magnitude",), sparsities=(0.0,), fair=fair, **scan_kwargs).iloc[0]
+        rows.append({"comparison": "fair: both sides fine-tuned alike" if fair else "unfair: only the candidate",
+                     "log BF": r["log_bf_laplace"], "fit": r["delta_fit"], "penalty": r["delta_penalty"],
+                     "Occam": r["delta_occam"]})
+    return pd.DataFrame(rows).set_index("comparison")
+
+
+def prior_is_weight_decay(model: nn.Module, sigma: float, n_total: int, mu: float = 0.0) -> float:
+    """Largest |autograd gradient of the MAP prior term - weight decay (w - mu) / (sigma^2 N)| over the weights.
+
+    The Gaussian prior's term of the per-example loss, |w - mu|^2 / (2 sigma^2 N), is L2 weight
+    decay with coefficient delta / N, delta = 1 / sigma^2: the returned gap is rounding only.
+    """
+    prior = MapPrior(list(model.parameters()), mu, sigma, n_total)
+    grads = torch.autograd.grad(prior.penalty(), prior.params)
+    return max(float((g - (p.detach() - mu) / (sigma**2 * n_total)).abs().max()) for g, p in zip(grads, prior.params))
+
+
 def plot_evidence_scan(scan: pd.DataFrame, title: str = ""):
     """Left: the three log Bayes factors vs sparsity; right: the Laplace BF's three terms (symlog axes)."""
     import matplotlib.pyplot as plt
