@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune.lab import bfcompare
 from bayesprune.core.pruning import compute_mask
 from bayesprune.engine import training
+from bayesprune.lab import bfcompare
 
 if importlib.util.find_spec("laplace") is None:
     pytest.skip("the Laplace evidence needs laplace-torch", allow_module_level=True)
