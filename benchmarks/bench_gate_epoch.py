@@ -28,11 +28,12 @@ from bayesprune.runs.fileio import atomic_write_json
 VARIANTS = {
     "plain magnitude": dict(method="magnitude"),
     "paper ratio (posterior)": dict(method="bayes-magnitude"),
-    "laplace kron ggn-mc": dict(method="bayes-magnitude", bayes_factor="laplace", prior_fit="marglik"),
+    "laplace kron ggn-mc": dict(method="bayes-magnitude", bayes_factor="laplace", prior_fit="marglik",
+                                laplace_curvature="ggn-mc"),
     "laplace kron ggn": dict(method="bayes-magnitude", bayes_factor="laplace", prior_fit="marglik",
                              laplace_curvature="ggn"),
     "laplace diag ggn-mc": dict(method="bayes-magnitude", bayes_factor="laplace", prior_fit="marglik",
-                                hessian_structure="diag"),
+                                hessian_structure="diag", laplace_curvature="ggn-mc"),
 }
 
 

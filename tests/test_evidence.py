@@ -39,7 +39,7 @@ def _train(model, data, epochs, lr=3e-3, seed=0):
     opt = bp.engine.training.make_adam(model.parameters(), lr, "cpu")
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        bp.engine.training._train_epoch(model, opt, data, 64, g, None)
+        bp.engine.training.train_epoch(model, opt, data, 64, g, None)
     return model
 
 

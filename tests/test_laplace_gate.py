@@ -57,7 +57,7 @@ def test_a_refused_laplace_step_restores_weights_and_adam_bit_for_bit():
     data = bp.load_dataset(cfg)
     model = bp.initial_model(cfg, data.input_shape, data.num_classes)
     opt = training.make_adam(model.parameters(), cfg.lr, "cpu")
-    training._train_epoch(model, opt, data, cfg.batch_size, torch.Generator().manual_seed(0), None)
+    training.train_epoch(model, opt, data, cfg.batch_size, torch.Generator().manual_seed(0), None)
     state = bp.gate_state(cfg, model, data, opt)
     assert state.evaluator.finetune_steps == 10
     params = [p.detach().clone() for p in model.parameters()]

@@ -177,6 +177,9 @@ def _check_07(r, p):
     assert ((gated["chosen sparsity"] >= 0) & (gated["chosen sparsity"] <= 0.99 + 0.005)).all()
     assert set(r["mode_effect"]) == {"0", str(p["finetune_steps"])}
     assert set(r["exercises"]) == {"1", "2", "3", "4"}
+    control = {c["comparison"].split(":")[0]: c["log BF"] for c in r["control"]}
+    assert control["fair"] == 0.0 and abs(control["unfair"]) > 1.0  # section 4's lesson, as its text states
+    assert r["weight_decay_gap"] < 1e-6  # Gaussian prior = weight decay delta / N
 
 
 SMALL = {

@@ -110,7 +110,7 @@ def _state(cfg):
     data = bp.load_dataset(cfg)
     model = bp.initial_model(cfg, data.input_shape, data.num_classes)
     opt = training.make_adam(model.parameters(), cfg.lr, "cpu")
-    training._train_epoch(model, opt, data, cfg.batch_size, torch.Generator().manual_seed(0), None)
+    training.train_epoch(model, opt, data, cfg.batch_size, torch.Generator().manual_seed(0), None)
     return model, opt, bp.gate_state(cfg, model, data, opt)
 
 

@@ -83,3 +83,22 @@ def test_accuracy_se_and_table():
     df = pd.DataFrame({"sparsity": [0.5] * 3 + [0.9], "start": ["rewind"] * 4, "acc": [0.9, 0.91, 0.92, 0.8]})
     t = stats.table(df, "sparsity", "start", "acc")
     assert t.loc[0.5, "rewind"] == "0.9100 ± 0.0058 (se, n=3)" and t.loc[0.9, "rewind"] == "0.8000 (1 seed)"
+
+
+@pytest.mark.parametrize("a, b", [([0.97, 0.96, 0.975], [0.965, 0.958, 0.96]),
+                                  ([0.5, 0.6, 0.55, 0.7, 0.62], [0.52, 0.55, 0.57, 0.61, 0.6]),
+                                  ([1.0, 2.0], [0.5, 2.5])])
+def test_paired_t_test_matches_scipy(a, b):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    ours = stats.paired_t_test(a, b)
+    ref = scipy_stats.ttest_rel(a, b)
+    assert ours.t == pytest.approx(ref.statistic, rel=1e-10)
+    assert ours.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-12)
+    assert ours.n == len(a)
+
+
+def test_paired_t_test_without_spread_or_pairs():
+    assert stats.paired_t_test([1, 2, 3], [1, 2, 3]).p == 1.0
+    assert stats.paired_t_test([2, 3, 4], [1, 2, 3]).p == 0.0
+    with pytest.raises(ValueError, match="paired test needs as many values"):
+        stats.paired_t_test([1, 2], [1])

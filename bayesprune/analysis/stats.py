@@ -245,6 +245,33 @@ def difference(a: Numbers, b: Numbers, paired: bool = False, resolution: Optiona
                       f"{what} ({ci}): {na if mean > 0 else nb} is higher")
 
 
+@dataclass(frozen=True)
+class PairedTest:
+    """Student's paired t-test of a[i] - b[i] (the same seed on both sides): mean difference, t, two-sided p."""
+
+    mean: float
+    se: float
+    t: float
+    p: float
+    n: int
+
+
+def paired_t_test(a: Numbers, b: Numbers) -> PairedTest:
+    """Paired t-test over seeds: t = mean(d) / (sd(d) / sqrt(n)), p = P(|T_{n-1}| >= |t|).
+
+    Needs n >= 2 pairs.  All differences equal: t is +-inf and p = 0 (or t = 0, p = 1 when they are all 0).
+    """
+    sa, sb = summarize(a), summarize(b)
+    if sa.n != sb.n or sa.n < 2:
+        raise ValueError(f"a paired test needs as many values in a ({sa.n}) as in b ({sb.n}), at least 2")
+    d = summarize([x - y for x, y in zip(sa.values, sb.values)])
+    if d.se == 0:
+        t = 0.0 if d.mean == 0 else math.copysign(math.inf, d.mean)
+        return PairedTest(d.mean, 0.0, t, 1.0 if d.mean == 0 else 0.0, d.n)
+    t = d.mean / d.se
+    return PairedTest(d.mean, d.se, t, max(0.0, 1.0 - _t_central(abs(t), d.n - 1)), d.n)
+
+
 def binomial_lower_bound(successes: int, trials: int, confidence: float = 0.95) -> float:
     """One-sided Clopper-Pearson lower bound on a probability from ``successes`` of ``trials``.
 

@@ -76,7 +76,9 @@ is not at the mode of the pruned model (its kept weights have not re-adapted), s
 evidence is evaluated where the fit term is lower than at that mode.  The GGN is the
 Hessian only at a mode of a well-fitted model; away from it the Occam factor is an
 approximation too.  ``hessian="ef"`` (empirical Fisher) is cheaper but a poor Hessian
-(Kunstner et al. 2019); ``"ggn-mc"`` is an unbiased one-sample Monte Carlo GGN (seeded).
+(Kunstner et al. 2019); ``"ggn-mc"`` is an unbiased one-sample Monte Carlo GGN (seeded), but not a
+precise one: on the digits FCN its seed alone moves a pruning log BF by 4-59 nats (std over 3 seeds,
+25-90 %, ``benchmarks/bench_curvature.py``), while ``"ggn"`` (exact expectation) is deterministic.
 
 Numerics: weights, curvature, eigenvalues, log-determinants and sums are float64; only the
 eigenvectors that masked Kronecker blocks need are computed in the precision the curvature was

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..bayes.map_prior import MapPrior
 from ..bayes.posterior import (
     PosteriorTerms,
     bf_subset,
@@ -155,8 +156,12 @@ def run_steps(
     data: TensorDataset,
     batches: Iterable[torch.Tensor],
     mask: Optional[Mask],
+    prior: Optional[MapPrior] = None,
 ) -> tuple[float, float, int]:
-    """Adam steps over index batches, keeping ``mask``'s zeros at zero; (loss sum, correct, count)."""
+    """Adam steps over index batches, keeping ``mask``'s zeros at zero; (loss sum, correct, count).
+
+    ``prior``: train to the MAP, the prior's penalty added to each batch's loss (the loss sum stays cross-entropy).
+    """
     model.train()
     device = data.x_train.device
     # pair each masked tensor with a float copy of its mask once, not on every step
@@ -171,7 +176,7 @@ def run_steps(
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if prior is None else loss + prior.penalty()).backward()
         opt.step()
         with torch.no_grad():
             for w, m in masked:
@@ -189,10 +194,11 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     mask: Optional[Mask],
+    prior: Optional[MapPrior] = None,
 ) -> tuple[float, float]:
-    """One pass over the training set; (mean loss, accuracy) weighted by batch size."""
+    """One pass over the training set; (mean cross-entropy, accuracy) weighted by batch size."""
     batches = batch_indices(data.n_train, batch_size, generator, data.x_train.device)
-    loss_sum, correct, count = run_steps(model, opt, data, batches, mask)
+    loss_sum, correct, count = run_steps(model, opt, data, batches, mask, prior)
     return loss_sum / count, correct / count
 
 
@@ -206,9 +212,6 @@ def some_batches(n: int, batch_size: int, steps: int, generator: torch.Generator
             yield idx
             done += 1
 
-
-# The names these had before they were public (code written against them keeps working).
-_run_steps, _train_epoch, _some_batches = run_steps, train_epoch, some_batches
 
 
 def make_adam(params, lr: float, device: torch.device | str) -> torch.optim.Optimizer:
@@ -300,6 +303,7 @@ class PruneState:
     mask: Optional[Mask] = None  # the persistent mask (None: nothing pruned yet, or regrow=True)
     previous_log_bf: Optional[float] = None
     criterion: Any = None  # a scores function (core.criteria); None: the registered cfg.prune_kind
+    prior: Optional[MapPrior] = None  # train_prior="map": the prior in every training step, fine-tuning included
 
 
 def _targets_skip(cfg: RunConfig, model: nn.Module) -> tuple[str, ...]:
@@ -320,6 +324,28 @@ def _restore(model: nn.Module, opt: torch.optim.Optimizer, snap: dict[str, Any])
             p.copy_(saved)
     if "opt" in snap:
         opt.load_state_dict(snap["opt"])
+
+
+def matched_finetune(model: nn.Module, state: PruneState, candidate: Mask, steps: int) -> nn.Module:
+    """A fair comparison: the unpruned side trained exactly as the candidate is; returns it (a copy).
+
+    Laplace needs each side at a mode, so the candidate is fine-tuned under its mask.  If
+    only it were, the extra training alone would move the Bayes factor (a candidate that
+    prunes nothing gained +118 to +195 nats on digits).  So a copy of the unpruned model,
+    with a copy of Adam's state, takes the same ``steps`` on the same batches under the
+    current mask: only the mask differs, and a candidate that prunes nothing gives the
+    same weights bit for bit (log BF = 0).  ``model`` is left masked and fine-tuned.
+    """
+    twin = copy.deepcopy(model)
+    twin_opt = make_adam(twin.parameters(), state.cfg.lr, state.data.x_train.device)
+    twin_opt.load_state_dict(copy.deepcopy(state.optimizer.state_dict()))
+    batches = list(some_batches(state.data.n_train, state.cfg.batch_size, steps, state.g_finetune,
+                                 state.data.x_train.device))
+    twin_prior = state.prior.on(twin) if state.prior is not None else None
+    run_steps(twin, twin_opt, state.data, batches, state.mask, twin_prior)
+    apply_mask(model, candidate)
+    run_steps(model, state.optimizer, state.data, batches, candidate, state.prior)
+    return twin
 
 
 @torch.no_grad()
@@ -343,21 +369,21 @@ def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
     forced = state.schedule.forced(epoch)
     first = state.previous_log_bf is None
     gate_open = forced or not cfg.is_bayesian or gate_allows_pruning(cfg.gate, first, state.previous_log_bf, cfg.beta)
-    before = state.evaluator.terms(model, state.mask)
-    after, log_bf, pruned = before, 0.0, False
-    if gate_open:
+    log_bf, pruned = 0.0, False
+    if not gate_open:
+        before = after = state.evaluator.terms(model, state.mask)
+    else:
         finetune = state.evaluator.finetune_steps
         may_reject = cfg.is_bayesian and cfg.gate == "immediate" and not forced
         snap = _snapshot(model, state.optimizer, with_optimizer=finetune > 0) if may_reject else None
         criterion = state.criterion if state.criterion is not None else cfg.prune_kind
         candidate = compute_mask(model, criterion, proposal, cfg.scope, state.g_prune,
                                  biases=cfg.prune_biases, skip=_targets_skip(cfg, model), data=state.data)
-        removes = finetune > 0 and _newly_pruned(model, candidate) > 0
-        apply_mask(model, candidate)
-        if removes:  # Laplace needs weights near a mode of the pruned model (laplace_gate.py)
-            batches = some_batches(state.data.n_train, cfg.batch_size, finetune, state.g_finetune,
-                                   state.data.x_train.device)
-            run_steps(model, state.optimizer, state.data, batches, candidate)
+        if finetune > 0 and _newly_pruned(model, candidate) > 0:  # Laplace: both sides near a mode, trained alike
+            before = state.evaluator.terms(matched_finetune(model, state, candidate, finetune), state.mask)
+        else:
+            before = state.evaluator.terms(model, state.mask)
+            apply_mask(model, candidate)
         after = state.evaluator.terms(model, candidate, before)
         log_bf = log_bayes_factor(before, after, cfg.bayes_factor)
         if math.isnan(log_bf):
@@ -383,8 +409,8 @@ def make_evaluator(cfg: RunConfig, model: nn.Module, data: TensorDataset):
 
 
 def gate_state(cfg: RunConfig, model: nn.Module, data: TensorDataset,
-               optimizer: Optional[torch.optim.Optimizer] = None, *, criterion: Any = None,
-               evaluator: Any = None) -> PruneState:
+               optimizer: Optional[torch.optim.Optimizer] = None, prior: Optional[MapPrior] = None, *,
+               criterion: Any = None, evaluator: Any = None) -> PruneState:
     """The pruning state a run of ``cfg`` starts with (the one :func:`train` builds).
 
     Also the way to step the gate by hand: ``prune_step(model, gate_state(cfg, model, data), epoch)``.
@@ -398,7 +424,8 @@ def gate_state(cfg: RunConfig, model: nn.Module, data: TensorDataset,
     evaluator = evaluator if evaluator is not None else make_evaluator(cfg, model, data)
     return PruneState(cfg, schedule, evaluator, opt, data,
                       g_prune=torch.Generator().manual_seed(cfg.seed + 1),
-                      g_finetune=torch.Generator().manual_seed(cfg.seed + 2), criterion=criterion)
+                      g_finetune=torch.Generator().manual_seed(cfg.seed + 2), criterion=criterion,
+                      prior=prior if prior is not None else MapPrior.from_config(cfg, model, data.n_train))
 
 
 # ------------------------------------------------------------------ building a run
@@ -413,6 +440,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     g_data: torch.Generator  # the order of the training batches
     state: Optional[PruneState]  # the schedule, the gate and its evaluator (None: the unpruned baseline)
+    prior: Optional[MapPrior]  # train_prior="map": the prior in every training step (None: maximum likelihood)
 
     @property
     def mask(self) -> Optional[Mask]:
@@ -429,9 +457,10 @@ def build_run(cfg: RunConfig, data: Optional[TensorDataset] = None, *, criterion
     model = initial_model(cfg, data.input_shape, data.num_classes, device)
     opt = make_adam(model.parameters(), cfg.lr, device)
     g_data = torch.Generator().manual_seed(cfg.seed)
-    state = (gate_state(cfg, model, data, opt, criterion=criterion, evaluator=evaluator)
+    prior = MapPrior.from_config(cfg, model, data.n_train)  # None: maximum likelihood, the paper's training
+    state = (gate_state(cfg, model, data, opt, prior, criterion=criterion, evaluator=evaluator)
              if cfg.prune_kind is not None else None)
-    return Run(cfg, device, data, model, opt, g_data, state)
+    return Run(cfg, device, data, model, opt, g_data, state, prior)
 
 
 # ------------------------------------------------------------------ callbacks
@@ -525,6 +554,7 @@ def train(
     start = time.perf_counter()
     run = build_run(cfg, data, criterion=criterion, evaluator=evaluator)
     model, opt, data = run.model, run.optimizer, run.data
+    prior = run.prior
     rows: list[dict[str, Any]] = []
     snapshot, bar = Snapshot(model), ProgressBar(cfg, progress)
     callbacks = [snapshot, bar, *callbacks]
@@ -532,8 +562,9 @@ def train(
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            # -- train: one pass of Adam over the shuffled training set, pruned weights held at zero
-            train_loss, train_acc = train_epoch(model, opt, data, cfg.batch_size, run.g_data, run.mask)
+            # -- train: one pass of Adam over the shuffled training set, pruned weights held at zero (and the
+            #    prior's penalty in every step under train_prior="map")
+            train_loss, train_acc = train_epoch(model, opt, data, cfg.batch_size, run.g_data, run.mask, prior)
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(
                     f"training loss became {train_loss} in epoch {epoch} of {cfg.title} (lr={cfg.lr}); the "
@@ -545,6 +576,8 @@ def train(
             except FloatingPointError as exc:
                 raise TrainingDiverged(f"{exc}; in {cfg.title}",
                                        _result(run, rows, snapshot, start, "diverged")) from None
+            if prior is not None:  # online empirical Bayes (prior_fit="marglik")
+                prior.end_of_epoch(model, data, epoch, run.mask)
             # -- evaluate and record the epoch's row
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                    **evaluation_columns(model, data), "sparsity": sparsity(model, cfg.prune_biases),
