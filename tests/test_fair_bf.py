@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bayesprune as bp
-from bayesprune.core.pruning import compute_mask
+from bayesprune.core.criteria import compute_mask
 from bayesprune.engine import training
 from bayesprune.lab import bfcompare
 
