@@ -195,12 +195,12 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, mon
     assert _snapshot(tmp_path / "run.prev") == old
 
 
-@pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "curves.png", "swap"])
+@pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "swap"])
 def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, cli_run, monkeypatch, victim, a_run):
     out = tmp_path / "run"
     old = _existing_run(a_run, out)
-    (tmp_path / "run.prev").mkdir()  # a run before last, which must survive a failed swap too
-    (tmp_path / "run.prev" / "config.json").write_text("{}")
+    before_last = _existing_run(a_run, tmp_path / "run.prev")  # a run before last: it must survive a failed swap
+    (tmp_path / "run.prev" / "history.csv").write_text("epoch\n1\n")  # (bytes that differ from the run's)
     before_last = _snapshot(tmp_path / "run.prev")
     real_write, real_rename = runio.write_new, os.rename
 
@@ -223,7 +223,24 @@ def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_pat
         assert victim in err  # names the file
     assert _snapshot(out) == old
     assert _snapshot(tmp_path / "run.prev") == before_last
-    assert _hidden(tmp_path) == []
+    assert _hidden(tmp_path) == []  # no temporary folder, no lock file left
+
+
+def test_a_full_disk_at_the_plot_keeps_the_saved_run(tmp_path, cli_run, monkeypatch, a_run):
+    """The plot is drawn after the commit: when it cannot be written, the run is saved without it."""
+    out = tmp_path / "run"
+    old = _existing_run(a_run, out)
+
+    def atomic_write_bytes(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(runio, "atomic_write_bytes", atomic_write_bytes)
+    code, _, err = cli_run(*TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert "saved ok run (2 epochs)" in err and "without its plot (curves.png)" in err and "No space left" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(runio.REQUIRED_RUN_FILES)
+    assert json.loads((out / "config.json").read_text())["seed"] == 3
+    assert _snapshot(tmp_path / "run.prev") == old and _hidden(tmp_path) == []
 
 
 @pytest.mark.slow
@@ -343,8 +360,8 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path):
     proc.kill()
     proc.communicate()
     assert _snapshot(out) == old
-    leftovers = _hidden(tmp_path)
-    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the killed writer's private folder
+    leftovers = _hidden(tmp_path)  # the killed writer's private folder and its (released) lock file
+    assert len(leftovers) == 2 and leftovers[0].endswith(".tmp") and leftovers[1].endswith(".bayesprune.lock")
     runio.RunFolder.open(out, BASE, overwrite=True).discard()  # the next run to --out cleans up after it
     assert _hidden(tmp_path) == []
 
@@ -357,16 +374,30 @@ def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run, a_
     victim_file.write_text("do not touch")
     victim_dir.mkdir()
     (victim_dir / "keep.txt").write_text("keep")
-    for name in ("model.pt", "summary.json", "history.csv", "curves.png", "config.json"):
+    for name in ("model.pt", "history.csv", "curves.png"):  # summary.json (the stamp) stays real: still a run
         (out / name).unlink()
         (out / name).symlink_to(victim_file)
     (out / "sub").symlink_to(victim_dir)
-    (tmp_path / "run.prev").symlink_to(victim_dir)
     for seed in ("1", "2"):  # the second overwrite deletes the first's .prev, planted links and all
         code, _, err = cli_run(*TRAIN, "--seed", seed, "--out", str(out), "--overwrite")
         assert code == 0, err
         assert not (out / "model.pt").is_symlink()
     assert victim_file.read_text() == "do not touch"
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
+    # a .prev that is a link, or a run whose summary.json is one, is not the package's: refused, untouched
+    shutil.rmtree(tmp_path / "run.prev")
+    (tmp_path / "run.prev").symlink_to(victim_dir)
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "run.prev" in err and "not a bayesprune run" in err
+    (tmp_path / "run.prev").unlink()
+    real = (out / "summary.json").read_bytes()
+    (out / "summary.json").unlink()
+    (tmp_path / "elsewhere.json").write_bytes(real)
+    (out / "summary.json").symlink_to(tmp_path / "elsewhere.json")
+    before = _snapshot(out)
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "not a bayesprune run" in err
+    assert _snapshot(out) == before and victim_file.read_text() == "do not touch"
     assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
     # --out itself a symlink: refused before training
     (tmp_path / "link").symlink_to(victim_dir, target_is_directory=True)
