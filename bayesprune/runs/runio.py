@@ -233,8 +233,12 @@ class RunFolder:
         self.plot_error: Optional[str] = None  # why curves.png is missing, where it is
 
     @classmethod
-    def open(cls, out_dir: str | os.PathLike, config: RunConfig, overwrite: bool = False) -> "RunFolder":
-        """Check the destination, take its lock and start the temporary folder with ``config.json`` in it."""
+    def open(cls, out_dir: str | os.PathLike, config: RunConfig, overwrite: bool = False,
+             log: Optional[Callable[[str], None]] = None) -> "RunFolder":
+        """Check the destination, take its lock and start the temporary folder with ``config.json`` in it.
+
+        ``log`` hears what was repaired first (a killed writer's leftovers), even if ``out`` is then refused.
+        """
         out = Path(out_dir)
         check_destination(out, overwrite)  # the cheap refusals first (and the parent exists after it)
         try:
@@ -244,6 +248,8 @@ class RunFolder:
             raise OutputError(str(exc)) from None
         try:
             notes = recover_interrupted_saves(out)
+            for note in notes if log is not None else ():
+                log(note)
             check_destination(out, overwrite)  # again, now that it is ours and repaired
             try:
                 tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))

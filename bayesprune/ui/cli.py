@@ -169,10 +169,8 @@ def run_train(ns: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
         return _STOP.exit_code if _STOP.pending else code
     _STOP.armed = False  # opening the folder is one unit: a signal waits until it is open (or refused)
-    folder = RunFolder.open(ns.out, cfg, ns.overwrite)
+    folder = RunFolder.open(ns.out, cfg, ns.overwrite, log=lambda note: print(f"note: {note}", file=sys.stderr))
     try:
-        for note in folder.notes:
-            print(f"note: {note}", file=sys.stderr)
         _STOP.arm()  # a signal that came meanwhile stops the command here (the folder is discarded)
         load_dataset(cfg)  # files checked (and cached) before the first epoch
         result, code = _train(cfg, ns)  # signals wait from the end of the last epoch on
