@@ -793,12 +793,15 @@ def _signal_at(monkeypatch, point: str, sig):
         monkeypatch.setattr(runio.RunFolder, "_plot", lambda self, result: (fire(), real_plot(self, result)))
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-@pytest.mark.parametrize("point,saved", [
-    ("config.json", None), ("load data", None),
-    ("epoch 2", "interrupted"), ("after epoch 3", "ok"),
-    ("history.csv", "ok"), ("model.pt", "ok"), ("summary.json", "ok"), ("between the renames", "ok"),
-    ("plot", "ok"),
+_POINTS = [("config.json", None), ("load data", None), ("epoch 2", "interrupted"), ("after epoch 3", "ok"),
+           ("history.csv", "ok"), ("model.pt", "ok"), ("summary.json", "ok"), ("between the renames", "ok"),
+           ("plot", "ok")]
+
+
+@pytest.mark.parametrize("point,saved,sig,code", [
+    *((point, saved, signal.SIGTERM, 143) for point, saved in _POINTS),  # every point with SIGTERM ...
+    *((point, saved, signal.SIGINT, 130) for point, saved in _POINTS if point in ("config.json", "epoch 2",
+                                                                                 "history.csv")),  # ... some with ^C
 ])
 def test_a_stop_signal_at_any_point_of_a_run_exits_with_its_status_and_loses_nothing(
         tmp_path, cli_run, monkeypatch, a_run, sig, code, point, saved):
@@ -904,6 +907,8 @@ def test_a_second_writer_to_the_same_out_is_refused_naming_the_holder(tmp_path, 
     code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")  # released: a stale file is taken over
     assert code == 0, err
     assert _snapshot(tmp_path / "run.prev") == old and _hidden(tmp_path) == []
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")  # a second overwrite says what it deletes
+    assert code == 0 and "the run before last, which was there, is deleted" in err
     (tmp_path / ".run.bayesprune.lock").write_text("my own notes")  # a file of that name that is not ours
     code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
     assert code == 2 and "not written by bayesprune" in err

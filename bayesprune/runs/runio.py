@@ -231,6 +231,7 @@ class RunFolder:
         self.out, self.tmp, self.overwrite, self._lock = out, tmp, overwrite, lock
         self.notes: list[str] = []  # what opening it repaired (a killed writer's leftovers)
         self.plot_error: Optional[str] = None  # why curves.png is missing, where it is
+        self.replaced_prev = False  # whether the swap deleted the run before last
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike, config: RunConfig, overwrite: bool = False,
@@ -239,6 +240,8 @@ class RunFolder:
 
         ``log`` hears what was repaired first (a killed writer's leftovers), even if ``out`` is then refused.
         """
+        if os.fspath(out_dir) == "":
+            raise OutputError("--out '' names no folder; give a folder path such as runs/my-run.")
         out = Path(out_dir)
         check_destination(out, overwrite)  # the cheap refusals first (and the parent exists after it)
         try:
@@ -393,6 +396,7 @@ class RunFolder:
                 os.rename(trash, prev)
             raise
         fsync_dir(out.parent)
+        self.replaced_prev = moved_prev
         if moved_prev:
             if is_real_dir(trash):
                 shutil.rmtree(trash, ignore_errors=True)

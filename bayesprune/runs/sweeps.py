@@ -210,9 +210,6 @@ def _refuse_links(out: Path) -> None:
         if (kind == "folder") != path.is_dir():
             raise OutputError(f"{path} is not a {kind}; the sweep keeps its {'run files' if path == runs else path.name} "
                               "there. Move it away (or give another --out).")
-    if os.path.lexists(out / "results.csv") and not os.path.lexists(runs):
-        raise OutputError(f"{out} holds a results.csv but no runs/ folder: it is not a sweep folder, and the sweep "
-                          "would replace that file. Give another --out.")
 
 
 @contextlib.contextmanager

@@ -227,6 +227,7 @@ def _save(folder, result, code: int) -> int:
     def landed(where) -> None:
         saved.append(where)
         kept = f"; the previous run is kept as {folder.prev}" if folder.overwrite and folder.prev.is_dir() else ""
+        kept += " (the run before last, which was there, is deleted)" if folder.replaced_prev else ""
         print(f"saved {result.status} run ({len(result.history)} epochs) to {where}{kept}", file=sys.stderr)
         _STOP.arm()  # a signal that waited stops here (no plot); one during the plot stops the plot
 
