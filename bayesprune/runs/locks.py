@@ -52,8 +52,10 @@ class FolderLock:
         ``what`` says what the lock guards (it goes into messages and the file); ``remove``: delete the
         file on release (a lock beside a run folder; a sweep's stays in its folder).
         """
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: the file is written, but nothing is locked
+            fcntl = None
         path = Path(path)
         for _ in range(10):  # the file is replaced while we wait only if its holder removed it: rare
             try:
@@ -65,7 +67,8 @@ class FolderLock:
                 raise LockError(f"cannot create the lock file {path} ({what}): {exc.strerror or exc}") from None
             try:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if fcntl is not None:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise busy(_holder(fd)) from None
                 mine = os.fstat(fd)

@@ -243,7 +243,7 @@ class RunFolder:
         if os.fspath(out_dir) == "":
             raise OutputError("--out '' names no folder; give a folder path such as runs/my-run.")
         out = Path(out_dir)
-        check_destination(out, overwrite)  # the cheap refusals first (and the parent exists after it)
+        check_destination(out, overwrite=True)  # the cheap refusals first (and the parent exists after it)
         try:
             lock = FolderLock.acquire(lock_path_beside(out), f"writing the run folder {out}", _busy(out),
                                       remove=True)

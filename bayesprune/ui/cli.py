@@ -87,7 +87,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = 
         elif kind is int and is_optional(f.name):
             parser.add_argument(flag, type=_optional_int, metavar="INT|none", **kwargs)
         elif kind is float and f.metadata.get("bounds") == (0.0, 1.0, True, False):  # a fraction: 0.9 or 90%
-            parser.add_argument(flag, type=parse_fraction, metavar="R|N%", **kwargs)
+            parser.add_argument(flag, type=lambda text, name=f.name: parse_fraction(text, name), metavar="R|N%",
+                                **kwargs)
         elif kind in (int, float):
             parser.add_argument(flag, type=kind, **kwargs)
         elif kind == tuple[int, ...]:
