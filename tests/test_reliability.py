@@ -195,12 +195,12 @@ def test_a_diverging_run_never_mixes_with_an_existing_run(tmp_path, cli_run, mon
     assert _snapshot(tmp_path / "run.prev") == old
 
 
-@pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "curves.png", "swap"])
+@pytest.mark.parametrize("victim", ["history.csv", "summary.json", "model.pt", "swap"])
 def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_path, cli_run, monkeypatch, victim, a_run):
     out = tmp_path / "run"
     old = _existing_run(a_run, out)
-    (tmp_path / "run.prev").mkdir()  # a run before last, which must survive a failed swap too
-    (tmp_path / "run.prev" / "config.json").write_text("{}")
+    before_last = _existing_run(a_run, tmp_path / "run.prev")  # a run before last: it must survive a failed swap
+    (tmp_path / "run.prev" / "history.csv").write_text("epoch\n1\n")  # (bytes that differ from the run's)
     before_last = _snapshot(tmp_path / "run.prev")
     real_write, real_rename = runio.write_new, os.rename
 
@@ -223,7 +223,24 @@ def test_a_full_disk_at_any_write_leaves_the_previous_run_byte_identical(tmp_pat
         assert victim in err  # names the file
     assert _snapshot(out) == old
     assert _snapshot(tmp_path / "run.prev") == before_last
-    assert _hidden(tmp_path) == []
+    assert _hidden(tmp_path) == []  # no temporary folder, no lock file left
+
+
+def test_a_full_disk_at_the_plot_keeps_the_saved_run(tmp_path, cli_run, monkeypatch, a_run):
+    """The plot is drawn after the commit: when it cannot be written, the run is saved without it."""
+    out = tmp_path / "run"
+    old = _existing_run(a_run, out)
+
+    def atomic_write_bytes(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(runio, "atomic_write_bytes", atomic_write_bytes)
+    code, _, err = cli_run(*TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert "saved ok run (2 epochs)" in err and "without its plot (curves.png)" in err and "No space left" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(runio.REQUIRED_RUN_FILES)
+    assert json.loads((out / "config.json").read_text())["seed"] == 3
+    assert _snapshot(tmp_path / "run.prev") == old and _hidden(tmp_path) == []
 
 
 @pytest.mark.slow
@@ -343,8 +360,8 @@ def test_ctrl_c_and_sigkill_of_a_real_train_process(tmp_path):
     proc.kill()
     proc.communicate()
     assert _snapshot(out) == old
-    leftovers = _hidden(tmp_path)
-    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the killed writer's private folder
+    leftovers = _hidden(tmp_path)  # the killed writer's private folder and its (released) lock file
+    assert len(leftovers) == 2 and leftovers[0].endswith(".tmp") and leftovers[1].endswith(".bayesprune.lock")
     runio.RunFolder.open(out, BASE, overwrite=True).discard()  # the next run to --out cleans up after it
     assert _hidden(tmp_path) == []
 
@@ -357,16 +374,30 @@ def test_symlinks_planted_in_the_output_are_never_followed(tmp_path, cli_run, a_
     victim_file.write_text("do not touch")
     victim_dir.mkdir()
     (victim_dir / "keep.txt").write_text("keep")
-    for name in ("model.pt", "summary.json", "history.csv", "curves.png", "config.json"):
+    for name in ("model.pt", "history.csv", "curves.png"):  # summary.json (the stamp) stays real: still a run
         (out / name).unlink()
         (out / name).symlink_to(victim_file)
     (out / "sub").symlink_to(victim_dir)
-    (tmp_path / "run.prev").symlink_to(victim_dir)
     for seed in ("1", "2"):  # the second overwrite deletes the first's .prev, planted links and all
         code, _, err = cli_run(*TRAIN, "--seed", seed, "--out", str(out), "--overwrite")
         assert code == 0, err
         assert not (out / "model.pt").is_symlink()
     assert victim_file.read_text() == "do not touch"
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
+    # a .prev that is a link, or a run whose summary.json is one, is not the package's: refused, untouched
+    shutil.rmtree(tmp_path / "run.prev")
+    (tmp_path / "run.prev").symlink_to(victim_dir)
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "run.prev" in err and "not a bayesprune run" in err
+    (tmp_path / "run.prev").unlink()
+    real = (out / "summary.json").read_bytes()
+    (out / "summary.json").unlink()
+    (tmp_path / "elsewhere.json").write_bytes(real)
+    (out / "summary.json").symlink_to(tmp_path / "elsewhere.json")
+    before = _snapshot(out)
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "not a bayesprune run" in err
+    assert _snapshot(out) == before and victim_file.read_text() == "do not touch"
     assert sorted(p.name for p in victim_dir.iterdir()) == ["keep.txt"]
     # --out itself a symlink: refused before training
     (tmp_path / "link").symlink_to(victim_dir, target_is_directory=True)
@@ -716,3 +747,446 @@ def test_a_killed_worker_fails_only_its_run_and_the_next_sweep_runs_it_again(tmp
     assert executor.keys == [lost["key"]]
     assert again.attrs["stats"]["skipped"] == 4 and again.attrs["stats"]["failed_total"] == 0
     assert (again["status"] == "ok").all() and len(list((tmp_path / "runs").glob("*.json"))) == 5
+
+
+# ================================================================== round 3 (issue 26)
+# ------------------------------------------------------------------ 1. a signal at every point of a run's life
+def _signal_at(monkeypatch, point: str, sig):
+    """Make ``sig`` arrive at ``point`` of ``train --epochs 3 --out``, in this process (the CLI's handler)."""
+    from bayesprune.core import data as data_mod
+
+    fire = lambda: signal.raise_signal(sig)  # noqa: E731
+    if point in ("config.json", "history.csv", "model.pt", "summary.json"):
+        real = runio.write_new
+
+        def write_new(path, data):
+            if Path(path).name == point:
+                fire()
+            return real(path, data)
+
+        monkeypatch.setattr(runio, "write_new", write_new)
+    elif point == "load data":
+        real_load = data_mod.load_dataset
+
+        def load(*args, **kwargs):
+            fire()
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(data_mod, "load_dataset", load)
+    elif point in ("epoch 2", "after epoch 3"):
+        real_epoch, calls = training._train_epoch, []
+
+        def epoch(*args, **kwargs):
+            calls.append(1)
+            if point == "epoch 2" and len(calls) == 2:
+                fire()
+            return real_epoch(*args, **kwargs)
+
+        monkeypatch.setattr(training, "_train_epoch", epoch)
+        if point == "after epoch 3":  # between the last epoch's row and the return of train()
+            real_layers = training.layer_sparsity
+            monkeypatch.setattr(training, "layer_sparsity", lambda *a, **k: (fire(), real_layers(*a, **k))[1])
+    elif point == "between the renames":
+        monkeypatch.setattr(runio, "SWAP_HOOK", lambda stage: fire())
+    elif point == "plot":
+        real_plot = runio.RunFolder._plot
+        monkeypatch.setattr(runio.RunFolder, "_plot", lambda self, result: (fire(), real_plot(self, result)))
+
+
+_POINTS = [("config.json", None), ("load data", None), ("epoch 2", "interrupted"), ("after epoch 3", "ok"),
+           ("history.csv", "ok"), ("model.pt", "ok"), ("summary.json", "ok"), ("between the renames", "ok"),
+           ("plot", "ok")]
+
+
+@pytest.mark.parametrize("point,saved,sig,code", [
+    *((point, saved, signal.SIGTERM, 143) for point, saved in _POINTS),  # every point with SIGTERM ...
+    *((point, saved, signal.SIGINT, 130) for point, saved in _POINTS if point in ("config.json", "epoch 2",
+                                                                                 "history.csv")),  # ... some with ^C
+])
+def test_a_stop_signal_at_any_point_of_a_run_exits_with_its_status_and_loses_nothing(
+        tmp_path, cli_run, monkeypatch, a_run, sig, code, point, saved):
+    out = tmp_path / "run"
+    old = _existing_run(a_run, out)
+    _signal_at(monkeypatch, point, sig)
+    got, stdout, err = cli_run(*TRAIN, "--epochs", "3", "--seed", "4", "--out", str(out), "--overwrite")
+    assert got == code, err
+    assert "Traceback" not in err and "interrupted" in err
+    if saved is None:  # stopped before training: the old run exactly as it was, nothing left beside it
+        assert _snapshot(out) == old and not (tmp_path / "run.prev").exists()
+    else:  # the finished run landed, the old one kept whole
+        summary = _strict_json((out / "summary.json").read_text())
+        assert summary["status"] == saved and summary["epochs"] == (1 if point == "epoch 2" else 3)
+        assert summary["format"]["package"] == "bayesprune" and summary["format"]["version"]
+        assert json.loads((out / "config.json").read_text())["seed"] == 4
+        assert (out / "model.pt").stat().st_size > 0
+        assert _snapshot(tmp_path / "run.prev") == old
+        plotted = (out / "curves.png").exists()
+        assert plotted == (point == "epoch 2")  # a signal that waited for the save skips the plot
+        if point != "epoch 2":
+            assert "during the save: the run is saved" in err
+    assert _hidden(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+@pytest.mark.slow
+@linux_only
+def test_sigterm_right_after_the_last_epoch_of_a_real_process_saves_the_run(tmp_path):
+    """Issue 26, case 1: SIGTERM just after the ``epoch 3/3`` line (the save window) used to lose the run."""
+    out = tmp_path / "r1"
+    proc = subprocess.Popen(_cli_cmd("train", "--epochs", "3", "--out", str(out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    _wait_until(lambda: _epoch_line(proc) == 3, 600, "the epoch 3/3 line")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["status"] in ("ok", "interrupted")
+    assert (out / "history.csv").read_text().count("\n") == 4 and (out / "model.pt").stat().st_size > 0
+    assert _hidden(tmp_path) == []
+
+
+# ------------------------------------------------------------------ 2. a run folder is what the package stamped
+def test_a_folder_with_a_config_json_is_not_a_run_and_is_never_replaced(tmp_path, cli_run):
+    """Issue 26, case 2: a project folder with a config.json was moved to .prev, then deleted."""
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "config.json").write_text('{"name":"app"}')
+    (proj / "src" / "main.js").write_text("code")
+    before = _snapshot(proj)
+    for extra in ([], ["--overwrite"], ["--overwrite"]):
+        code, stdout, err = cli_run(*TRAIN, "--out", str(proj), *extra)
+        assert code == 2 and "not a bayesprune run" in err and "Traceback" not in err and stdout == ""
+    assert _snapshot(proj) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_run_folders_are_recognised_by_their_stamp_or_as_complete_old_runs(tmp_path, a_run):
+    assert runio.is_run_folder(a_run)
+    stamp = json.loads((a_run / "summary.json").read_text())["format"]
+    assert stamp == {"package": "bayesprune", "version": runio.package_version(), "run_folder": 1}
+    assert runio.package_version() == bp.__version__
+    old = tmp_path / "old"  # a run written before the stamp: exactly the run files, a valid config
+    shutil.copytree(a_run, old)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["format"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    assert runio.is_run_folder(old)
+    (old / "curves.png").unlink()  # drawn only with plot=True
+    assert runio.is_run_folder(old)
+    (old / "notes.txt").write_text("mine")  # anything else in it: not (only) a run of ours
+    assert not runio.is_run_folder(old)
+    (old / "notes.txt").unlink()
+    cfg = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps(dict(cfg, epochs=3.0)))  # hand-edited: not a valid config
+    assert not runio.is_run_folder(old)
+    (old / "config.json").write_text(json.dumps(cfg))
+    (old / "model.pt").unlink()
+    assert not runio.is_run_folder(old)
+    fake = tmp_path / "fake"  # a stamp that is not ours
+    fake.mkdir()
+    (fake / "summary.json").write_text(json.dumps({"format": {"package": "other"}}))
+    (fake / "config.json").write_text("{}")
+    assert not runio.is_run_folder(fake) and not runio.is_run_folder(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ 3. one writer per --out
+def test_a_second_writer_to_the_same_out_is_refused_naming_the_holder(tmp_path, cli_run, a_run):
+    out = tmp_path / "run"
+    old = _existing_run(a_run, out)
+    lock = tmp_path / ".run.bayesprune.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # another process's lock, as flock sees it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 on elsewhere\n")
+        code, stdout, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+        assert code == 2 and "pid 4242 on elsewhere" in err and "is writing --out" in err and stdout == ""
+        assert _snapshot(out) == old and not (tmp_path / "run.prev").exists()
+    finally:
+        os.close(fd)
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")  # released: a stale file is taken over
+    assert code == 0, err
+    assert _snapshot(tmp_path / "run.prev") == old and _hidden(tmp_path) == []
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")  # a second overwrite says what it deletes
+    assert code == 0 and "the run before last, which was there, is deleted" in err
+    (tmp_path / ".run.bayesprune.lock").write_text("my own notes")  # a file of that name that is not ours
+    code, _, err = cli_run(*TRAIN, "--out", str(out), "--overwrite")
+    assert code == 2 and "not written by bayesprune" in err
+    assert (tmp_path / ".run.bayesprune.lock").read_text() == "my own notes"
+
+
+@pytest.mark.slow
+@linux_only
+def test_two_concurrent_overwrites_never_lose_the_original_run(tmp_path, a_run):
+    """Issue 26, case 3: two ``train --out R --overwrite`` at once each said the original was kept; one lost it."""
+    out = tmp_path / "R"
+    old = _existing_run(a_run, out)
+    cmd = _cli_cmd("train", "--dataset", "digits", "--epochs", "1000", "--fcn-hidden", "16", "8", "--out", str(out),
+                   "--overwrite")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_until(lambda: _epoch_line(first) >= 1, 600, "epoch 1 of the first writer")
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
+        assert second.returncode == 2 and f"pid {first.pid} " in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr and "epoch" not in second.stdout
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, stderr
+    assert _snapshot(out.with_name("R.prev")) == old  # the original, kept whole
+    assert _strict_json((out / "summary.json").read_text())["status"] == "interrupted"
+    assert _hidden(tmp_path) == []
+
+
+# ------------------------------------------------------------------ 4. no symlink followed inside a sweep folder
+def _sweep_args(out, *extra):
+    return ("sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8", "--bf-samples", "64",
+            "--methods", "none", "--seeds", "0", "--out", str(out), "--no-report", *extra)
+
+
+@pytest.mark.parametrize("where", ["runs", "quarantine", "results.csv", ".sweep.lock", "out"])
+def test_a_symlink_inside_a_sweep_folder_is_refused_and_its_target_untouched(tmp_path, cli_run, where):
+    """Issue 26, cases 4 and 5: a symlinked runs/ had its target's .tmp files deleted and its JSON quarantined."""
+    sw, user = tmp_path / "sw", tmp_path / "userdir"
+    user.mkdir()
+    (user / "settings.json").write_text('{"a":1}')
+    (user / ".notes.tmp").write_text("draft")
+    (user / "results.csv").write_text("mine")
+    (user / ".sweep.lock").write_text("mine")
+    sw.mkdir()
+    if where == "out":
+        sw.rmdir()
+        sw.symlink_to(user)
+    elif where == "quarantine":
+        (sw / "runs").mkdir()
+        (sw / "runs" / "quarantine").symlink_to(user)
+    else:
+        (sw / where).symlink_to(user / where if where != "runs" else user)
+    before = _snapshot(user)
+    code, stdout, err = cli_run(*_sweep_args(sw))
+    assert code == 2 and "symbolic link" in err and "Traceback" not in err, err
+    assert _snapshot(user) == before
+    assert stdout == ""
+
+
+def _dead_pid() -> int:
+    return next(p for p in range(99_999, 300, -1) if not fileio.pid_alive(p))
+
+
+def test_the_sweep_deletes_only_its_own_dead_writers_temp_files(tmp_path, cli_run):
+    sw = tmp_path / "sw"
+    runs = sw / "runs"
+    runs.mkdir(parents=True)
+    (runs / ".notes.tmp").write_text("a user's file")
+    (runs / ".x.json.abc123.tmp").write_text("an old-style temp name: not provably ours")
+    dead = _dead_pid()
+    host = fileio.HOST
+    (runs / f".k.json.bayesprune-{host}-{dead}.abc.tmp").write_text("{")  # ours, writer gone
+    (runs / f".k.json.bayesprune-{host}-{os.getpid()}.abc.tmp").write_text("{")  # ours, writer alive
+    (runs / f".k.json.bayesprune-otherhost-{dead}.abc.tmp").write_text("{")  # another machine's
+    code, _, err = cli_run(*_sweep_args(sw))
+    assert code == 0, err
+    assert "removed 1 temporary file" in err
+    left = sorted(p.name for p in runs.iterdir() if p.name.startswith("."))
+    assert left == sorted([".notes.tmp", ".x.json.abc123.tmp", f".k.json.bayesprune-{host}-{os.getpid()}.abc.tmp",
+                           f".k.json.bayesprune-otherhost-{dead}.abc.tmp"])
+
+
+def test_a_symlinked_run_file_is_reported_never_moved_or_followed(tmp_path):
+    sw = tmp_path / "sw"
+    (sw / "runs").mkdir(parents=True)
+    target = tmp_path / "mine.json"
+    target.write_text('{"mine": 1}')
+    (sw / "runs" / "0123456789abcdef.json").symlink_to(target)
+    messages = []
+    bp.sweep([BASE.replace(method="none", sparsity=0.0)], sw, progress=False, log=messages.append)
+    assert (sw / "runs" / "0123456789abcdef.json").is_symlink() and target.read_text() == '{"mine": 1}'
+    assert any("0123456789abcdef.json" in m and "left where it is" in m for m in messages)
+    assert not (sw / "runs" / "quarantine").exists()
+
+
+# ------------------------------------------------------------------ 5. OSErrors in a sweep: named, no traceback
+def _enospc(path):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize("victim,code,needle", [
+    ("lock", 2, "lock file"), ("run file", 1, "the run file of run"), ("results.csv", 1, "the results table"),
+])
+def test_a_full_disk_in_a_sweep_is_a_clear_message_with_the_right_status(tmp_path, cli_run, monkeypatch, victim, code,
+                                                                          needle):
+    from bayesprune.runs import locks, results
+
+    sw = tmp_path / "sw"
+    code0, _, err = cli_run(*_sweep_args(sw))  # one run stored before the disk fills
+    assert code0 == 0, err
+    stored = _snapshot(sw / "runs")
+    if victim == "lock":
+        monkeypatch.setattr(locks.os, "pwrite", lambda fd, data, offset: _enospc(sw / ".sweep.lock"))
+    elif victim == "run file":
+        monkeypatch.setattr(sweeps, "atomic_write_json", lambda path, payload: _enospc(path))
+    else:
+        monkeypatch.setattr(results, "atomic_write_text", lambda path, text: _enospc(path))
+    got, stdout, err = cli_run(*_sweep_args(sw, "--seeds", "1"))
+    assert got == code, err
+    assert needle in err and "No space left on device" in err and "Traceback" not in err
+    assert str(sw) in err  # names the path
+    assert ("no run had started" in err) == (code == 2)
+    after = _snapshot(sw / "runs")
+    assert {k: after.get(k) for k in stored} == stored  # the stored run intact
+    assert _hidden(sw / "runs") == []  # no temporary file left
+
+
+@pytest.mark.slow
+@linux_only
+def test_a_real_full_disk_in_a_two_worker_sweep(tmp_path):
+    """RLIMIT_FSIZE: the workers' run files cannot be written (EFBIG): exit 1, the file named, no traceback."""
+    sw = tmp_path / "sw"
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)); "
+            "from bayesprune.ui.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, *_sweep_args(sw, "--workers", "2")], capture_output=True,
+                       text=True, timeout=600, env=_env())
+    assert p.returncode == 1, p.stderr
+    assert "File too large" in p.stderr and "the run file of run" in p.stderr and "Traceback" not in p.stderr
+    assert list((sw / "runs").glob("*.json")) == [] and [q.name for q in (sw / "runs").iterdir()] == []
+
+
+# ------------------------------------------------------------------ 6. cases 7-13
+def test_an_empty_out_is_refused(tmp_path, cli_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = cli_run(*TRAIN, "--out", "")
+    assert code == 2 and "names no folder" in err and stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 2.0), ("seed", 1.0), ("batch_size", 256.0), ("epochs", True),
+                                         ("train_size", 100.0), ("bf_samples", 64.0)])
+def test_integer_fields_take_only_integers(field, value):
+    with pytest.raises(ValueError, match=rf"RunConfig\.{field}={value!r} is invalid: allowed an integer"):
+        bp.RunConfig(**{field: value})
+    with pytest.raises(ValueError, match=rf"RunConfig\.{field}="):  # a hand-edited config.json, the same way
+        bp.RunConfig.from_dict(json.loads(json.dumps({field: value})))
+
+
+def test_equal_configs_have_equal_keys():
+    assert bp.RunConfig(sparsity=-0.0).key() == bp.RunConfig(sparsity=0.0).key()
+    assert bp.RunConfig(prior_mu=-0.0).to_dict()["prior_mu"] == 0.0
+    assert bp.RunConfig(lr=1).key() == bp.RunConfig(lr=1.0).key() and isinstance(bp.RunConfig(lr=1).lr, float)
+    assert len(bp.grid(BASE, methods=["magnitude"], sparsities=[0.0, -0.0], seeds=[0])) == 1
+
+
+def test_minus_zero_runs_once(tmp_path, cli_run):
+    """Issue 26, case 12 (argparse reads a bare ``-0%`` as an unknown flag, exit 2; ``-0.0`` reaches the parser)."""
+    code, stdout, err = cli_run("sweep", "--dataset", "synthetic", "--epochs", "1", "--fcn-hidden", "16", "8",
+                                "--methods", "magnitude", "--sparsities", "0", "-0.0", "0%", "--out", str(tmp_path / "s"),
+                                "--no-report")
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["total"] == 1 and len(list((tmp_path / "s" / "runs").glob("*.json"))) == 1
+
+
+def test_train_takes_a_percentage_as_sweep_does(cli_run):
+    code, stdout, err = cli_run(*TRAIN, "--sparsity", "99%")
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[-1])["target_sparsity"] == 0.99
+    code, _, err = cli_run(*TRAIN, "--sparsity", "ninety")
+    assert code == 2 and "allowed a fraction 0 <= r < 1 (0.9) or a percentage below 100 % (90%)" in err
+
+
+def test_sweep_has_the_threads_flag_the_readme_names(tmp_path, cli_run, monkeypatch):
+    seen = []
+    real = sweeps.run_one
+    monkeypatch.setattr(sweeps, "run_one", lambda config, out, threads=None, *a: (seen.append(threads),
+                                                                                 real(config, out, threads, *a))[1])
+    code, _, err = cli_run(*_sweep_args(tmp_path / "s", "--threads", "1"))
+    assert code == 0, err
+    assert seen == [1]
+    code, _, err = cli_run(*_sweep_args(tmp_path / "s", "--threads", "0"))
+    assert code == 2 and "--threads" in err and "allowed an integer >= 1" in err
+
+
+def test_the_dashboard_never_changes_the_config_it_is_given():
+    pytest.importorskip("ipywidgets")
+    import torch
+
+    from bayesprune.ui.widgets import Dashboard
+
+    for kw in [dict(epochs=500), dict(beta=0.0), dict(beta=5000.0), dict(seed=12345), dict(sparsity=0.995),
+               dict(prior_sigma=1e-6), dict(prior_sigma=1e7), dict(epochs=100_000)]:
+        cfg = BASE.replace(method="bayes-magnitude", **kw)
+        assert Dashboard(cfg).form.config() == cfg, kw
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"RunConfig\.device='cuda' is invalid on this machine: allowed auto, cpu"):
+            Dashboard(BASE.replace(device="cuda"))
+
+
+def test_a_missing_idx_file_is_named_alone(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / stem).write_bytes(b"")
+    with pytest.raises(bp.DatasetNotFoundError) as info:
+        bp.load_dataset(bp.RunConfig(dataset="mnist", data_dir=str(tmp_path)))
+    msg = str(info.value)
+    assert "mnist file not found" in msg and "train-labels-idx1-ubyte" in msg
+    assert not any(s in msg for s in ("train-images", "t10k-images", "t10k-labels"))
+
+
+# ------------------------------------------------------------------ 7. the swap killed, a late divergence, a huge width
+@pytest.mark.slow
+@linux_only
+def test_a_sigkill_between_the_renames_of_the_swap_is_undone_by_the_next_writer(tmp_path, cli_run, a_run):
+    out = tmp_path / "run"
+    old = _existing_run(a_run, out)
+    before_last = _existing_run(a_run, tmp_path / "run.prev")
+    (tmp_path / "run.prev" / "history.csv").write_text("epoch\n1\n")
+    before_last = _snapshot(tmp_path / "run.prev")
+    code = ("import os, signal, sys; from bayesprune.runs import runio; "
+            "runio.SWAP_HOOK = lambda stage: os.kill(os.getpid(), signal.SIGKILL); "
+            "from bayesprune.ui.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, *TRAIN, "--seed", "7", "--out", str(out), "--overwrite"],
+                       capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert not out.exists() and _snapshot(tmp_path / "run.prev") == old  # killed between out -> prev and new -> out
+    assert any(n.endswith("-swap.tmp") for n in _hidden(tmp_path)) and any(n.endswith("-prev.tmp")
+                                                                           for n in _hidden(tmp_path))
+    code, _, err = cli_run(*TRAIN, "--seed", "8", "--out", str(out))  # the next writer undoes the swap first
+    assert code == 2 and "already holds a run" in err and "put the previous run back" in err
+    assert _snapshot(out) == old and _snapshot(tmp_path / "run.prev") == before_last
+    assert _hidden(tmp_path) == []
+
+
+def test_a_divergence_in_epoch_2_of_a_sweep_run_stores_the_finished_epoch(tmp_path, monkeypatch):
+    real, calls = training._train_epoch, []
+
+    def nan_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        loss, acc = real(*args, **kwargs)
+        return (float("nan") if len(calls) == 2 else loss), acc
+
+    monkeypatch.setattr(training, "_train_epoch", nan_in_epoch_2)
+    cfg = BASE.replace(method="magnitude", sparsity=0.5, epochs=3)
+    df = bp.sweep([cfg], tmp_path, progress=False, log=lambda m: None)
+    rec = _strict_json((tmp_path / "runs" / f"{cfg.key()}.json").read_text())
+    assert rec["status"] == "failed" and "epoch 2" in rec["error"] and len(rec["history"]) == 1
+    assert rec["history"][0]["epoch"] == 1 and df.iloc[0]["epochs_run"] == 1
+
+
+def test_a_huge_width_fails_before_the_first_epoch_with_a_clear_message(tmp_path, cli_run, monkeypatch):
+    from bayesprune.core import memory
+
+    # the estimate counts parameters exactly (closed form of the default FCN on 8x8 digits: 64-300-100-10)
+    assert memory.parameter_count(bp.RunConfig(), (1, 8, 8), 10) == 64 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    out = tmp_path / "run"
+    code, stdout, err = cli_run("train", "--dataset", "synthetic", "--fcn-hidden", "100000", "100000",
+                                "--out", str(out))  # 10^10 weights: 320 GB at least
+    if (memory.available_bytes("cpu") or 0) < 320e9:
+        assert code == 2 and "RunConfig.fcn_hidden=(100000, 100000) is too large" in err and "Traceback" not in err
+        assert "epoch" not in stdout and not out.exists() and _hidden(tmp_path) == []
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10**9)  # a 1 GB machine, the same way
+    code, _, err = cli_run("train", "--dataset", "synthetic", "--fcn-hidden", "20000", "20000", "--out", str(out))
+    assert code == 2 and "RunConfig.fcn_hidden=(20000, 20000) is too large" in err and "1 GB free" in err
+    cfg = BASE.replace(method="none", sparsity=0.0, fcn_hidden=(20000, 20000))
+    df = bp.sweep([cfg], tmp_path / "s", progress=False, log=lambda m: None)  # a sweep records it and goes on
+    assert "InsufficientMemoryError" in df.iloc[0]["error"] and df.iloc[0]["epochs_run"] == 0

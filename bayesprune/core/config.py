@@ -184,6 +184,7 @@ class RunConfig:
             object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
         if isinstance(self.fcn_hidden, list):
             object.__setattr__(self, "fcn_hidden", tuple(self.fcn_hidden))
+        _normalise_floats(self)
         _validate(self)
 
     # ------------------------------------------------------------------ io
@@ -352,15 +353,22 @@ def _describe_bounds(lo, hi, lo_inc, hi_inc, integer: bool) -> str:
     return f"{kind} " + " and ".join(parts)
 
 
+def _normalise_floats(cfg: RunConfig) -> None:
+    """The one place numbers are converted: a float field given an int holds the float, and -0.0 is 0.0,
+    so equal configs have equal keys.  Integer fields are never converted: 3.0 is refused (``_check_number``)."""
+    for f in config_fields():
+        value = getattr(cfg, f.name)
+        if field_type(f.name) is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            object.__setattr__(cfg, f.name, float(value) + 0.0)
+
+
 def _check_number(name: str, value: Any, integer: bool) -> None:
     lo, hi, lo_inc, hi_inc = BOUNDS[name]
     allowed = _describe_bounds(lo, hi, lo_inc, hi_inc, integer)
     if is_optional(name):
         allowed += ", or None"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(name, value, allowed)
-    if integer and not float(value).is_integer():
-        _fail(name, value, allowed)
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        _fail(name, value, allowed + (" (an int, not a float such as 3.0)" if integer else ""))
     if not math.isfinite(float(value)):
         _fail(name, value, allowed)
     if lo is not None and (value < lo or (value == lo and not lo_inc)):

@@ -262,12 +262,18 @@ def _torchvision_download(dataset: str, root: Path) -> None:
 
 
 def _missing_message(dataset: str, folder: Path, files: list[str]) -> str:
+    what = "files" if len(files) > 1 else "file"
     return (
-        f"{dataset} files not found in {folder} (looked for {', '.join(files)}). "
+        f"{dataset} {what} not found in {folder}: {', '.join(files)} (or the same name with .gz). "
         f"Fix: pass download=True (CLI: --download) to fetch them, or point data_dir "
         f"(CLI: --data-dir, or the BAYESPRUNE_DATA environment variable) at the folder "
         f"that contains '{folder.parent.name}/'."
     )
+
+
+def _missing(paths: dict[str, Optional[Path]]) -> list[str]:
+    """Only the files that are missing (the message must not send the user after the others)."""
+    return [_IDX_FILES[k] for k, p in paths.items() if p is None]
 
 
 def _check_idx_arrays(dataset: str, arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
@@ -296,11 +302,11 @@ def _idx_dataset(dataset: str, root: str, download: bool) -> TensorDataset:
     paths = {k: _find_idx(raw, stem) for k, stem in _IDX_FILES.items()}
     if any(p is None for p in paths.values()):
         if not download:
-            raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
+            raise DatasetNotFoundError(_missing_message(dataset, raw, _missing(paths)))
         _torchvision_download(dataset, Path(root))
         paths = {k: _find_idx(raw, stem) for k, stem in _IDX_FILES.items()}
         if any(p is None for p in paths.values()):
-            raise DatasetNotFoundError(_missing_message(dataset, raw, list(_IDX_FILES.values())))
+            raise DatasetNotFoundError(_missing_message(dataset, raw, _missing(paths)))
     arrays = {k: read_idx(p) for k, p in paths.items()}  # type: ignore[arg-type]
     _check_idx_arrays(dataset, arrays, paths)  # type: ignore[arg-type]
     # uint8 in, one float32 copy out: normalisation is scale-free, so no /255 pass is needed

@@ -15,6 +15,7 @@ are those of ``nn.Conv2d``.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -29,7 +30,7 @@ class FCN(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (300, 100)):
         super().__init__()
-        width = int(torch.tensor(input_shape).prod())
+        width = math.prod(input_shape)
         self.hidden_names: list[str] = []
         for i, h in enumerate(hidden, start=1):
             setattr(self, f"fc{i}", nn.Linear(width, h))

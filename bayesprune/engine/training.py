@@ -37,6 +37,7 @@ from ..bayes.posterior import (
 from ..core.config import RunConfig
 from ..core.criteria import compute_mask
 from ..core.data import TensorDataset, batch_indices, load_dataset
+from ..core.memory import check_fits
 from ..core.models import initial_model
 from ..core.pruning import (
     Mask,
@@ -454,6 +455,7 @@ def build_run(cfg: RunConfig, data: Optional[TensorDataset] = None, *, criterion
         raise TypeError(f"train() needs a RunConfig, got {type(cfg).__name__}")
     device = torch.device(cfg.resolved_device())
     data = load_dataset(cfg, device) if data is None else data.to(device)
+    check_fits(cfg, data.input_shape, data.num_classes, device)  # a huge width fails here, not in epoch 1
     model = initial_model(cfg, data.input_shape, data.num_classes, device)
     opt = make_adam(model.parameters(), cfg.lr, device)
     g_data = torch.Generator().manual_seed(cfg.seed)

@@ -9,7 +9,8 @@ Reading is strict: a file whose version is not :data:`RUN_FILE_VERSION`, whose
 key does not match its config, whose config does not validate, or whose fields
 have the wrong types is *reported*, by its path, and never mixed into a table.
 ``sweep`` also moves such files aside (``runs/quarantine/<name>``, never
-overwriting an earlier one) so that their runs are computed again.  Every path
+overwriting an earlier one) so that their runs are computed again; a symbolic link
+is reported and left where it is (never followed, never moved).  Every path
 the package derives from a record comes from its validated config (the key is a
 hash, method names are checked against :data:`~bayesprune.core.config.METHODS`), so a
 crafted file cannot direct a write outside the sweep folder.
@@ -68,7 +69,10 @@ def check_record(path: Path, rec: Any) -> Optional[str]:
 
 
 def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """A run file's JSON; a symbolic link raises OSError (ELOOP) instead of being followed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return json.loads(fh.read().decode())
 
 
 #: What reading a damaged run file can raise (RecursionError: absurdly nested JSON).
@@ -78,7 +82,7 @@ _READ_ERRORS = (OSError, UnicodeDecodeError, ValueError, RecursionError)
 def _quarantine(folder: Path, path: Path) -> Path:
     """Move a bad run file to ``runs/quarantine/`` under a name not yet taken; returns where."""
     qdir = folder / "quarantine"
-    if qdir.is_symlink() or (qdir.exists() and not qdir.is_dir()):
+    if qdir.is_symlink() or (os.path.lexists(qdir) and not qdir.is_dir()):
         raise OSError(f"{qdir} is not a real folder; refusing to move {path} into it")
     qdir.mkdir(exist_ok=True)
     target = qdir / path.name
@@ -99,9 +103,10 @@ def load_runs(out_dir: str | os.PathLike, log: Optional[Log] = None, quarantine:
     for path in sorted(folder.glob("*.json")):
         if path.name.startswith("."):  # a writer's temporary file
             continue
+        linked = path.is_symlink() or not path.is_file()
         try:
-            if path.is_symlink() or not path.is_file():
-                problem = "not a regular file (a symbolic link?)"
+            if linked:
+                problem = "not a regular file (a symbolic link?); left where it is, not followed"
             else:
                 rec = _read(path)
                 problem = check_record(path, rec)
@@ -110,7 +115,7 @@ def load_runs(out_dir: str | os.PathLike, log: Optional[Log] = None, quarantine:
         if problem is None:
             records[path.stem] = rec
             continue
-        if quarantine and not problem.startswith("run file version 1"):
+        if quarantine and not linked and not problem.startswith("run file version 1"):
             try:
                 problem += f"; moved to {_quarantine(folder, path)}, its run will be computed again"
             except OSError as exc:

@@ -7,7 +7,14 @@ or a whole file, even if the process is killed with SIGKILL.
 
 One sweep at a time per folder: ``sweep`` holds ``out_dir/.sweep.lock``
 (``fcntl.flock``, released by the operating system when the process ends, however
-it ends); a second sweep on the same folder is refused with the holder's pid.
+it ends; :mod:`bayesprune.runs.locks`); a second sweep on the same folder is refused
+with the holder's pid.  No symbolic link inside the folder is ever followed: a
+``runs/``, ``runs/quarantine/``, ``results.csv`` or lock that is a link is refused
+(:class:`~bayesprune.runs.runio.OutputError`) before anything is written, and the
+clean-up deletes only temporary files the package wrote (``.<name>.bayesprune-<host>-<pid>.*.tmp``)
+whose writer is gone.  A write that fails (a full disk) stops the sweep with
+:class:`SweepWriteError`, which names the file, what it held and the exit status
+(2 before the first run, 1 after); the runs stored before it stay intact.
 
 ``executor`` is anything with the :class:`concurrent.futures.Executor`
 interface (``submit`` returning futures): ``None`` runs in-process one after the
@@ -27,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -40,7 +46,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import pandas as pd
 
 from ..core.config import PAPER_METHODS, RunConfig
-from .fileio import atomic_write_json, file_mode
+from .fileio import atomic_write_json, is_real_dir, parse_temp_name, temp_writer_gone
+from .locks import FolderLock, LockError
 from .results import RUN_FILE_VERSION, load_run, load_runs, run_path, runs_dir, write_results
 from .runio import OutputError
 
@@ -49,6 +56,39 @@ LOCK_NAME = ".sweep.lock"
 
 class SweepBusyError(OutputError):
     """Another sweep holds the folder's lock; the message names its pid and host."""
+
+
+class SweepWriteError(Exception):
+    """A file of the sweep could not be written (a full disk ...): the message names it and what it held.
+
+    ``exit_code`` is 2 if no run had started, 1 after (the CLI's exit status).
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class RunStoreError(RuntimeError):
+    """``run_one`` trained its run but could not store its file (picklable: it comes back from a worker)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"could not write {self.path}: {self.reason}"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _write_failed(path: Any, what: str, exc: OSError, started: bool) -> SweepWriteError:
+    where = exc.filename or path
+    tail = ("the runs stored before are intact; free some space and run the sweep again: it skips the finished "
+            "runs" if started else "no run had started")
+    return SweepWriteError(f"could not write {where} ({what}): {_reason(exc)}; {tail}", 1 if started else 2)
 
 
 # ------------------------------------------------------------------ grid
@@ -113,7 +153,13 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=5), history=[])
     record["seconds"] = time.perf_counter() - t0
-    atomic_write_json(run_path(out_dir, cfg.key()), record)
+    path = run_path(out_dir, cfg.key())
+    if not is_real_dir(path.parent):
+        raise RunStoreError(str(path), f"{path.parent} is no longer a real folder (a symbolic link?)")
+    try:
+        atomic_write_json(path, record)
+    except OSError as exc:
+        raise RunStoreError(str(exc.filename or path), _reason(exc)) from None
     return {k: record.get(k) for k in ("key", "status", "error", "test_accuracy", "final_sparsity", "seconds")}
 
 
@@ -148,12 +194,22 @@ class SequentialExecutor(Executor):
 _held: dict[str, int] = {}  # real path of a folder this process holds -> the holding thread
 
 
-def _lock_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "an unknown process"
+def _refuse_links(out: Path) -> None:
+    """Refuse a sweep folder where the package would write through a symbolic link (or into a non-folder)."""
+    if os.path.lexists(out) and not is_real_dir(out):
+        what = "a symbolic link" if out.is_symlink() else "not a folder"
+        raise OutputError(f"--out {out} is {what}. Give the path of a real folder for the sweep.")
+    runs = runs_dir(out)
+    for path, kind in ((runs, "folder"), (runs / "quarantine", "folder"), (out / "results.csv", "file"),
+                       (out / LOCK_NAME, "file")):
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink():
+            raise OutputError(f"{path} is a symbolic link; a sweep never writes through one. Remove the link (or "
+                              "give another --out).")
+        if (kind == "folder") != path.is_dir():
+            raise OutputError(f"{path} is not a {kind}; the sweep keeps its {'run files' if path == runs else path.name} "
+                              "there. Move it away (or give another --out).")
 
 
 @contextlib.contextmanager
@@ -163,53 +219,49 @@ def sweep_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
     The lock is ``fcntl.flock``: the operating system releases it when the process
     ends, even by SIGKILL, so a killed sweep never leaves a stale lock.  The same
     thread may take it again (the CLI holds it around ``sweep``, which takes it too).
+    A symbolic link at ``out_dir``, ``runs/``, ``runs/quarantine``, ``results.csv`` or the
+    lock is refused (:class:`OutputError`) before anything is written.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a folder. Give a folder path for the sweep.")
+    real = os.path.realpath(out)
+    if _held.get(real) == threading.get_ident():  # this thread holds it already
+        _refuse_links(out)
+        yield out
+        return
+    _refuse_links(out)
     try:
         runs_dir(out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create the sweep folder {out}: {exc.strerror or exc}") from None
-    if not runs_dir(out).is_dir():
-        raise OutputError(f"{runs_dir(out)} is not a folder; the sweep keeps its run files there.")
-    real = os.path.realpath(out)
-    if _held.get(real) == threading.get_ident():  # this thread holds it already
+        raise OutputError(f"cannot create the sweep folder {out}: {exc.strerror or exc}; no run had started"
+                          ) from None
+    _refuse_links(out)  # again: it may have changed meanwhile
+
+    def busy(holder: str) -> Exception:
+        return SweepBusyError(
+            f"another sweep ({holder}) is running on {out} (it holds {out / LOCK_NAME}); wait for it to "
+            f"finish or stop it, then run this one again: it skips the runs that one finished")
+
+    try:
+        lock = FolderLock.acquire(out / LOCK_NAME, f"the sweep in {out}", busy)
+    except LockError as exc:
+        raise OutputError(f"{exc}; no run had started") from None
+    _held[real] = threading.get_ident()  # (another thread's flock on its own open file would have failed)
+    try:
         yield out
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
-        fcntl = None
-    path = out / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), file_mode())
-    except OSError as exc:
-        raise OutputError(f"cannot write in the sweep folder {out}: {exc.strerror or exc} ({path})") from None
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SweepBusyError(
-                    f"another sweep ({_lock_holder(fd)}) is running on {out} (it holds {path}); wait for it to "
-                    f"finish or stop it, then run this one again: it skips the runs that one finished") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        _held[real] = threading.get_ident()  # (another thread's flock on its own open file would have failed)
-        try:
-            yield out
-        finally:
-            _held.pop(real, None)
     finally:
-        os.close(fd)  # releases the flock
+        _held.pop(real, None)
+        lock.release()
 
 
 def _remove_temp_files(out_dir: Path) -> int:
-    """Delete the temp files killed writers left in ``runs/`` (we hold the lock: nobody is writing)."""
+    """Delete the temp files killed writers of ours left in ``runs/``: only names the package makes
+    (:func:`~bayesprune.runs.fileio.temp_prefix`), only regular files, only once their writer is gone."""
     n = 0
-    for p in runs_dir(out_dir).glob(".*.tmp"):
-        if p.is_file() or p.is_symlink():
+    folder = runs_dir(out_dir)
+    for p in folder.iterdir():
+        if parse_temp_name(p.name) is None or not temp_writer_gone(p.name):
+            continue
+        if not p.is_symlink() and p.is_file():
             p.unlink(missing_ok=True)
             n += 1
     return n
@@ -246,7 +298,11 @@ def sweep(
             raise TypeError(f"sweep() needs RunConfig objects, got {type(cfg).__name__}")
         unique.setdefault(cfg.key(), cfg)
     with sweep_lock(out_dir):
-        stale = _remove_temp_files(out_dir)
+        try:
+            stale = _remove_temp_files(out_dir)
+        except OSError as exc:
+            raise _write_failed(runs_dir(out_dir), "removing temporary files left by a killed run", exc,
+                                started=False) from None
         if stale:
             log(f"sweep: removed {stale} temporary file(s) left in {runs_dir(out_dir)} by a killed run")
         return _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log)
@@ -279,6 +335,10 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
         for fut, cfg in results:
             try:
                 info = fut.result()
+            except RunStoreError as exc:  # trained, but its file could not be written: the disk is full
+                raise SweepWriteError(f"could not write {exc.path} (the run file of run {cfg.key()}): {exc.reason}; "
+                                      "the runs stored before are intact; free some space and run the sweep again: "
+                                      "it skips the finished runs", 1) from None
             except Exception as exc:  # the worker itself failed (died, lost): record it, go on
                 info = _record_lost_run(out_dir, cfg, exc)
             if info["status"] == "ok":
@@ -291,12 +351,12 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
             rec = load_run(out_dir, info["key"])
             if rec is not None:
                 records[info["key"]] = rec
-            write_results(out_dir, records)
+            _write_table(out_dir, records, started=True)
     finally:
         bar.close()
         for fut in submitted:  # interrupted: nothing of ours stays queued
             fut.cancel()
-    df = write_results(out_dir, records)
+    df = _write_table(out_dir, records, started=bool(todo))
     failed_total = int((df["status"] == "failed").sum()) if len(df) else 0
     if failed_total:
         log(f"sweep: {failed_total} stored run(s) failed; see the error column of {out_dir / 'results.csv'} "
@@ -308,13 +368,24 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
     return df
 
 
+def _write_table(out_dir: Path, records: dict[str, dict[str, Any]], started: bool) -> pd.DataFrame:
+    try:
+        return write_results(out_dir, records)
+    except OSError as exc:
+        raise _write_failed(Path(out_dir) / "results.csv", "the results table", exc, started) from None
+
+
 def _record_lost_run(out_dir: Path, cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     """Store a run whose worker failed (unless the worker had stored it before it went)."""
     rec = load_run(out_dir, cfg.key())
     if rec is not None and rec["status"] == "ok":
         return {"key": cfg.key(), "status": "ok", "error": ""}
     error = f"{type(exc).__name__}: {exc}"
-    atomic_write_json(run_path(out_dir, cfg.key()), _failure_record(cfg, error, worker_lost=True))
+    try:
+        atomic_write_json(run_path(out_dir, cfg.key()), _failure_record(cfg, error, worker_lost=True))
+    except OSError as write_exc:
+        raise _write_failed(run_path(out_dir, cfg.key()), f"the record of run {cfg.key()}, whose worker was lost",
+                            write_exc, started=True) from None
     return {"key": cfg.key(), "status": "failed", "error": error}
 
 

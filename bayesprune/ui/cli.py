@@ -17,6 +17,12 @@ Exit status:
 * 130 (Ctrl-C, SIGINT) / 143 (SIGTERM): stopped.  ``train --out`` saves the finished
   epochs first, marked ``interrupted``; a sweep cancels its queued runs and ends its
   workers within seconds (the finished runs are kept; run it again to go on).
+
+Signals during ``train --out``: while the run folder is opened and while it is saved
+(after the last epoch, or after an interrupt), a SIGINT/SIGTERM waits until the save
+is done, then the command exits with its status: a finished run always lands.  Only
+the plot, drawn after the save, is skipped.  During training, the first signal stops
+the run (its finished epochs are saved); later ones are ignored while it saves.
 """
 
 from __future__ import annotations
@@ -40,6 +46,31 @@ def _optional_int(text: str) -> Optional[int]:
     return int(text)
 
 
+def parse_fraction(text: str, name: str = "sparsity") -> float:
+    """A fraction 0 <= r < 1 ('0.9'), or a percentage written with '%' ('90%'); anything else is an error.
+
+    The one parser of sparsities: ``train --sparsity`` and ``sweep --sparsities``.
+    """
+    allowed = "allowed a fraction 0 <= r < 1 (0.9) or a percentage below 100 % (90%)"
+    try:
+        value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: {allowed}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid (RunConfig.{name}={value!r}): {allowed}")
+    return value + 0.0  # -0% is 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: allowed an integer >= 1")
+    return value
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     """One flag per RunConfig field; defaults are left unset so RunConfig's own apply."""
     for f in config_fields():
@@ -56,6 +87,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = 
             parser.add_argument(flag, choices=field_choices(f.name), **kwargs)
         elif kind is int and is_optional(f.name):
             parser.add_argument(flag, type=_optional_int, metavar="INT|none", **kwargs)
+        elif kind is float and f.metadata.get("bounds") == (0.0, 1.0, True, False):  # a fraction: 0.9 or 90%
+            parser.add_argument(flag, type=lambda text, name=f.name: parse_fraction(text, name), metavar="R|N%",
+                                **kwargs)
         elif kind in (int, float):
             parser.add_argument(flag, type=kind, **kwargs)
         elif kind == tuple[int, ...]:
@@ -70,18 +104,6 @@ def config_from_args(ns: argparse.Namespace, skip: Sequence[str] = ()) -> RunCon
     if "fcn_hidden" in values:
         values["fcn_hidden"] = tuple(values["fcn_hidden"])
     return RunConfig(**values)
-
-
-def parse_sparsity(text: str) -> float:
-    """A fraction 0 <= r < 1 ('0.9'), or a percentage written with '%' ('90%'); anything else is an error."""
-    try:
-        value = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is invalid: allowed a fraction 0 <= r < 1 (0.9) or a percentage below 100 % (90%)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(s, skip=("method", "sparsity", "seed"))
     s.add_argument("--methods", nargs="+", choices=methods(), default=list(PAPER_METHODS),
                    help="methods (default: the paper's five)")
-    s.add_argument("--sparsities", nargs="+", type=parse_sparsity, default=[0.25, 0.5, 0.75, 0.9, 0.99],
+    s.add_argument("--sparsities", nargs="+", type=parse_fraction, default=[0.25, 0.5, 0.75, 0.9, 0.99],
                    help="target sparsities as fractions (0.9) or percentages with %% (90%%) (default: 0.25 0.5 "
                         "0.75 0.9 0.99)")
     s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
     s.add_argument("--out", required=True, help="sweep folder (runs/, results.csv, table1.md, plots)")
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1: in-process)")
+    s.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads per run (default: the cores shared among the workers)")
     s.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
     s.add_argument("--no-report", action="store_true", help="skip the Table 1 and plots at the end")
     return parser
@@ -137,27 +161,23 @@ def _epoch_printer(cfg: RunConfig):
 
 def run_train(ns: argparse.Namespace) -> int:
     from ..core.data import load_dataset
-    from ..engine.training import TrainingDiverged, TrainingInterrupted, train
     from ..runs.runio import RunFolder
 
     cfg = config_from_args(ns)
     cfg.resolved_device()  # a missing cuda/mps is a bad input: exit 2 before anything else
-    folder = RunFolder.open(ns.out, cfg, ns.overwrite) if ns.out else None
+    if ns.out is None:
+        load_dataset(cfg)
+        result, code = _train(cfg, ns)
+        print(json.dumps(result.summary()))
+        return _STOP.exit_code if _STOP.pending else code
+    _STOP.armed = False  # opening the folder is one unit: a signal waits until it is open (or refused)
+    folder = RunFolder.open(ns.out, cfg, ns.overwrite, log=lambda note: print(f"note: {note}", file=sys.stderr))
     try:
+        _STOP.arm()  # a signal that came meanwhile stops the command here (the folder is discarded)
         load_dataset(cfg)  # files checked (and cached) before the first epoch
-        callbacks = [] if ns.quiet else [_epoch_printer(cfg)]
-        try:
-            result = train(cfg, callbacks=callbacks, progress=False)
-            code = 0
-        except TrainingDiverged as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            result, code = exc.result, 1
-        except TrainingInterrupted as exc:
-            print(f"interrupted: {exc}", file=sys.stderr)
-            result, code = exc.result, _STOP.exit_code
-        if folder is not None:
-            code = _save(folder, result, code)
-            folder = None
+        result, code = _train(cfg, ns)  # signals wait from the end of the last epoch on
+        code = _save(folder, result, code)
+        folder = None
     finally:
         if folder is not None:  # an error before a result existed: nothing half-written is left
             folder.discard()
@@ -165,33 +185,82 @@ def run_train(ns: argparse.Namespace) -> int:
     return code
 
 
+def _train(cfg: RunConfig, ns: argparse.Namespace):
+    """Train; returns (result, exit status).  From the end of the last epoch on, signals wait (the save)."""
+    from ..engine.training import TrainingDiverged, TrainingInterrupted, train
+
+    show = None if ns.quiet else _epoch_printer(cfg)
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        if show is not None:
+            show(row)
+        if row["epoch"] == cfg.epochs:
+            _STOP.armed = False  # the run is finished: a signal from now on waits for the save
+
+    try:
+        return train(cfg, callbacks=[on_epoch], progress=False), 0
+    except TrainingDiverged as exc:
+        _STOP.armed = False
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.result, 1
+    except TrainingInterrupted as exc:
+        _STOP.armed = False
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.result, _STOP.exit_code
+    finally:
+        _STOP.armed = False
+
+
 def _save(folder, result, code: int) -> int:
-    """Commit the run folder; a run with no finished epoch is not saved (``--out`` stays as it was)."""
+    """Commit the run folder with signals held back; a run with no finished epoch is not saved.
+
+    A SIGINT/SIGTERM that arrives during the save waits until the run has landed, then skips the
+    plot and sets the exit status (130/143).
+    """
     from ..runs.runio import RunConflict
 
+    _STOP.armed = False
     if len(result.history) == 0:
         folder.discard()
         print(f"nothing saved: no epoch finished; {folder.out} is unchanged", file=sys.stderr)
-        return code
+        return _STOP.exit_code if _STOP.pending else code
+    saved = []
+
+    def landed(where) -> None:
+        saved.append(where)
+        kept = f"; the previous run is kept as {folder.prev}" if folder.overwrite and folder.prev.is_dir() else ""
+        kept += " (the run before last, which was there, is deleted)" if folder.replaced_prev else ""
+        print(f"saved {result.status} run ({len(result.history)} epochs) to {where}{kept}", file=sys.stderr)
+        _STOP.arm()  # a signal that waited stops here (no plot); one during the plot stops the plot
+
     try:
-        where = folder.commit(result)
+        folder.commit(result, on_saved=landed)
     except RunConflict as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return code or 1
+        return _STOP.exit_code if _STOP.pending else (code or 1)
     except OSError as exc:
         print(f"error: could not save the run to {folder.out}: {exc.strerror or exc}"
               f"{f' ({exc.filename})' if exc.filename else ''}. Nothing was changed there; free some space or "
               "choose another --out and run it again.", file=sys.stderr)
-        return code or 1
-    kept = f"; the previous run is kept as {folder.prev}" if folder.overwrite and folder.prev.is_dir() else ""
-    print(f"saved {result.status} run ({len(result.history)} epochs) to {where}{kept}", file=sys.stderr)
-    return code
+        return _STOP.exit_code if _STOP.pending else (code or 1)
+    except KeyboardInterrupt:
+        if not saved:  # pragma: no cover - signals wait until the run has landed
+            raise
+        name = signal.Signals(_STOP.received or signal.SIGINT).name
+        print(f"interrupted ({name}) during the save: the run is saved, its plot (curves.png) was not drawn",
+              file=sys.stderr)
+        return _STOP.exit_code
+    finally:
+        _STOP.armed = False
+    if folder.plot_error:
+        print(f"note: the run is saved without its plot (curves.png): {folder.plot_error}", file=sys.stderr)
+    return _STOP.exit_code if _STOP.pending else code
 
 
 # ------------------------------------------------------------------ sweep
 def run_sweep(ns: argparse.Namespace) -> int:
     from ..core.data import load_dataset
-    from ..runs.sweeps import default_threads, grid, make_executor, stop_executor, sweep, sweep_lock
+    from ..runs.sweeps import SweepWriteError, default_threads, grid, make_executor, stop_executor, sweep, sweep_lock
 
     base = config_from_args(ns, skip=("method", "sparsity", "seed"))
     if ns.workers < 1:
@@ -200,11 +269,20 @@ def run_sweep(ns: argparse.Namespace) -> int:
     base.resolved_device()
     with sweep_lock(ns.out):  # the folder is writable and ours before anything starts
         load_dataset(base)  # fail fast, with the clear message, before any worker starts
-        executor = make_executor(ns.workers)
-        threads = default_threads(ns.workers) if executor is not None else None
+        try:
+            executor = make_executor(ns.workers)
+        except OSError as exc:
+            print(f"error: could not start {ns.workers} worker processes: {exc.strerror or exc}; no run had started",
+                  file=sys.stderr)
+            return 2
+        threads = ns.threads or (default_threads(ns.workers) if executor is not None else None)
         try:
             df = sweep(configs, ns.out, executor=executor, progress=True, retry_failed=ns.retry_failed,
                        threads_per_run=threads)
+        except SweepWriteError as exc:
+            stop_executor(executor, now=True)
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         except BaseException:
             stop_executor(executor, now=True)  # queued runs cancelled, workers ended within seconds
             raise
@@ -217,17 +295,30 @@ def run_sweep(ns: argparse.Namespace) -> int:
                 write_report(ns.out)
             except ValueError as exc:  # e.g. runs of different settings in one folder
                 print(f"note: no Table 1 report: {exc}", file=sys.stderr)
+            except OSError as exc:
+                print(f"error: could not write the report (table1.md and its figures) in {ns.out}: "
+                      f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; the runs and "
+                      "results.csv are stored", file=sys.stderr)
+                print(json.dumps(stats))
+                return 1
     print(json.dumps(stats))
     return 1 if stats["failed_total"] else 0
 
 
 # ------------------------------------------------------------------ signals
 class _StopSignals:
-    """SIGINT and SIGTERM stop the command: the first one raises KeyboardInterrupt, later ones are ignored
-    while the command cleans up (saves finished epochs, ends workers); the exit status is 128 + its number."""
+    """SIGINT and SIGTERM stop the command; the exit status is 128 + the signal's number.
+
+    While ``armed``, the first signal raises KeyboardInterrupt; later ones are ignored while the
+    command cleans up (saves finished epochs, ends workers).  While not armed (a run folder being
+    opened or saved), the first signal is only recorded (``pending``): :meth:`arm` raises it once
+    the unit of work is done.
+    """
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.pending = False
+        self.armed = True
         self._old: dict[int, Any] = {}
 
     @property
@@ -235,13 +326,23 @@ class _StopSignals:
         return 128 + (self.received or signal.SIGINT)
 
     def _handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signum
+        if self.received is not None:
+            return
+        self.received = signum
+        if self.armed:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def arm(self) -> None:
+        """Let signals stop the command again; one that waited meanwhile stops it now."""
+        self.armed = True
+        if self.pending:
+            self.pending = False
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self):
-        self.received = None
+        self.received, self.pending, self.armed = None, False, True
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -253,6 +354,7 @@ class _StopSignals:
         finally:
             for s, old in self._old.items():
                 signal.signal(s, old)
+            self.armed = True
 
 
 _STOP = _StopSignals()

@@ -57,21 +57,32 @@ def control_for(name: str, value: Any):
     common = dict(description=name.replace("_", " "), style=style, layout=layout)
     kind = field_type(name)
     if name == "device":
-        return w.Dropdown(options=available_devices(), value=value, **common)
+        devices = available_devices()
+        if value not in devices:  # a config saved on another machine: say so, not a TraitError
+            raise ValueError(f"RunConfig.device={value!r} is invalid on this machine: allowed "
+                             f"{', '.join(devices)} (no {value} device found); use device='auto' or 'cpu'")
+        return w.Dropdown(options=devices, value=value, **common)
     if name in CHOICES:
         return w.Dropdown(options=list(CHOICES[name]), value=value, **common)
     if kind is bool:
         return w.Checkbox(value=value, indent=False, **common)
     lo, hi, _, hi_inc = BOUNDS[name]
     ui_lo, ui_hi = meta.get("ui", (lo, hi))
+    # A slider clamps a value outside its range: the range is widened to hold the value given
+    # (or, where a log slider cannot show it, a text box takes its place), never the value changed.
     if kind is float and lo is not None and hi is not None:  # a bounded fraction, e.g. sparsity in [0, 1)
         top = hi if hi_inc else hi - 0.01  # the slider stops one step short of an open bound
-        return w.FloatSlider(value=value, min=lo, max=top, step=0.01, readout_format=".2f", **common)
+        return w.FloatSlider(value=value, min=lo, max=max(top, value), step=0.01, readout_format=".2f", **common)
+    if kind is float and value <= 0:  # e.g. beta=0: a log slider has no 0
+        return w.FloatText(value=value, **common)
     if kind is float:  # (0, inf) or [0, inf): a log slider over the ui range, strictly positive
-        return w.FloatLogSlider(value=max(value, ui_lo), base=10, min=math.log10(ui_lo), max=math.log10(ui_hi),
-                                step=0.001, readout_format=".3g", **common)
+        low, high = math.log10(min(ui_lo, value)), math.log10(max(ui_hi, value))
+        if value < ui_lo or value > ui_hi:  # widened: a hair more, as 10 ** log10(v) may fall short of v
+            low, high = low - 1e-9 * (value < ui_lo), high + 1e-9 * (value > ui_hi)
+        return w.FloatLogSlider(value=value, base=10, min=low, max=high, step=0.001, readout_format=".3g",
+                                **common)
     if kind is int:
-        return w.IntSlider(value=value, min=int(ui_lo), max=int(ui_hi), **common)
+        return w.IntSlider(value=value, min=min(int(ui_lo), value), max=max(int(ui_hi), value), **common)
     raise ValueError(f"no widget for RunConfig field {name!r}")
 
 
