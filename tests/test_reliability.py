@@ -774,7 +774,7 @@ def _signal_at(monkeypatch, point: str, sig):
 
         monkeypatch.setattr(data_mod, "load_dataset", load)
     elif point in ("epoch 2", "after epoch 3"):
-        real_epoch, calls = training._train_epoch, []
+        real_epoch, calls = training.train_epoch, []
 
         def epoch(*args, **kwargs):
             calls.append(1)
@@ -782,7 +782,7 @@ def _signal_at(monkeypatch, point: str, sig):
                 fire()
             return real_epoch(*args, **kwargs)
 
-        monkeypatch.setattr(training, "_train_epoch", epoch)
+        monkeypatch.setattr(training, "train_epoch", epoch)
         if point == "after epoch 3":  # between the last epoch's row and the return of train()
             real_layers = training.layer_sparsity
             monkeypatch.setattr(training, "layer_sparsity", lambda *a, **k: (fire(), real_layers(*a, **k))[1])
@@ -1158,14 +1158,14 @@ def test_a_sigkill_between_the_renames_of_the_swap_is_undone_by_the_next_writer(
 
 
 def test_a_divergence_in_epoch_2_of_a_sweep_run_stores_the_finished_epoch(tmp_path, monkeypatch):
-    real, calls = training._train_epoch, []
+    real, calls = training.train_epoch, []
 
     def nan_in_epoch_2(*args, **kwargs):
         calls.append(1)
         loss, acc = real(*args, **kwargs)
         return (float("nan") if len(calls) == 2 else loss), acc
 
-    monkeypatch.setattr(training, "_train_epoch", nan_in_epoch_2)
+    monkeypatch.setattr(training, "train_epoch", nan_in_epoch_2)
     cfg = BASE.replace(method="magnitude", sparsity=0.5, epochs=3)
     df = bp.sweep([cfg], tmp_path, progress=False, log=lambda m: None)
     rec = _strict_json((tmp_path / "runs" / f"{cfg.key()}.json").read_text())
