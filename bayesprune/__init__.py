@@ -27,6 +27,7 @@ from .bayes.posterior import (
 )
 from .core.config import BOUNDS, CHOICES, METHODS, PAPER_METHODS, RunConfig
 from .core.data import DataFileError, DatasetNotFoundError, TensorDataset, load_dataset, read_idx
+from .core.export import compress, export_sparse, load_sparse
 from .core.models import CNN, FCN, build_model, initial_model
 from .core.pruning import (
     STRATEGIES,
@@ -47,6 +48,7 @@ from .core.pruning import (
     to_torch_prune,
 )
 from .core.schedule import PruningSchedule
+from .core.sparse_models import linear_flops, shrink_fcn, to_csr
 from .engine.training import (
     HISTORY_COLUMNS,
     RunResult,
@@ -80,4 +82,5 @@ __all__ = [
     "pruned_copy", "random_mask", "read_idx", "remove_torch_prune", "results_table", "retrain", "save_run",
     "sigma_crossover", "sparsity", "stats", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
     "weight_values", "widgets", "write_report",
+    "compress", "export_sparse", "load_sparse", "linear_flops", "shrink_fcn", "to_csr",
 ]

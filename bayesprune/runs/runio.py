@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core import export
 from ..core.config import RunConfig
 from .fileio import dir_mode, dumps, fsync_dir, write_new
 
@@ -188,10 +189,12 @@ class RunFolder:
         result.history.to_csv(csv, index=False)
         write_new(self.tmp / "history.csv", csv.getvalue().encode())
         summary = dict(result.summary(), layer_sparsity=result.layer_sparsity)
+        compact, summary["size"] = export.for_run_folder(result.model)  # the sparse export beside model.pt
         write_new(self.tmp / "summary.json", (dumps(summary, indent=2) + "\n").encode())
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, buf)
         write_new(self.tmp / "model.pt", buf.getvalue())
+        write_new(self.tmp / export.RUN_FILE, compact)
         if plot and len(result.history):
             import matplotlib.pyplot as plt
 
