@@ -14,6 +14,7 @@ from .analysis.report import (
     summarize,
     write_report,
 )
+from .analysis.sensitivity import plot_sensitivity, prune_layers, sensitivity_scan, suggest_sparsities
 from .bayes.posterior import (
     PosteriorRatio,
     PosteriorTerms,
@@ -83,4 +84,5 @@ __all__ = [
     "sigma_crossover", "sparsity", "stats", "summarize", "sweep", "theory", "tickets", "to_torch_prune", "train",
     "weight_values", "widgets", "write_report",
     "compress", "export_sparse", "load_sparse", "linear_flops", "shrink_fcn", "to_csr",
+    "plot_sensitivity", "prune_layers", "sensitivity_scan", "suggest_sparsities",
 ]
