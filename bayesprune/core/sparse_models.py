@@ -16,6 +16,7 @@ makes nothing faster.  Two ways to spend the zeros:
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -30,7 +31,9 @@ class CSRLinear(nn.Module):
         super().__init__()
         w = linear.weight.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = w.to_sparse_csr()
+        with warnings.catch_warnings():  # torch calls CSR support "beta" each time; we test what we use
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+            self.weight = w.to_sparse_csr()
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
