@@ -110,6 +110,20 @@ def test_the_export_is_smaller_than_the_dense_file_and_than_gzip_at_high_sparsit
     assert len(export.compress(unpruned).to_bytes()) < export.dense_bytes(unpruned) + 2048
 
 
+def test_an_export_that_fails_leaves_the_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "m.pt"
+    export.export_sparse(_pruned(0.5), p)
+    before = p.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        export.export_sparse(_pruned(0.9), p)
+    assert p.read_bytes() == before and [q.name for q in tmp_path.iterdir()] == ["m.pt"]
+
+
 def test_bad_input_names_what_is_allowed(tmp_path):
     with pytest.raises(ValueError, match="encoding='zip' is invalid: allowed auto, dense, bitmask, csr"):
         export.compress(_net(), "zip")

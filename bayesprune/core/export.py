@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
@@ -198,10 +199,23 @@ def compress(model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]], encod
 
 def export_sparse(model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]], path: Union[str, os.PathLike],
                   encoding: str = "auto") -> int:
-    """Write :func:`compress`'s file to ``path``; returns its size in bytes."""
+    """Write :func:`compress`'s file to ``path``; returns its size in bytes.
+
+    Written to a temporary file beside ``path`` and renamed over it, so an interrupted export leaves
+    whatever ``path`` held before.
+    """
     data = compress(model_or_state, encoding).to_bytes()
-    with open(path, "wb") as f:
-        f.write(data)
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return len(data)
 
 
