@@ -16,6 +16,7 @@ from .analysis.report import (
     table1,
     write_report,
 )
+from .analysis.sensitivity import plot_sensitivity, prune_layers, sensitivity_scan, suggest_sparsities
 from .bayes.posterior import (
     PosteriorTerms,
     bf_subset,
@@ -37,6 +38,7 @@ from .core.criteria import (
     random_mask,
 )
 from .core.data import DatasetNotFoundError, TensorDataset, load_dataset
+from .core.export import compress, export_sparse, load_sparse
 from .core.models import CNN, FCN, build_model, initial_model
 from .core.pruning import (
     Mask,
@@ -50,6 +52,7 @@ from .core.pruning import (
 )
 from .core.registry import BAYES_FACTORS, CRITERIA, DATASETS, GATES, MODELS, methods
 from .core.schedule import PruningSchedule
+from .core.sparse_models import linear_flops, shrink_fcn, to_csr
 from .engine.training import (
     EpochCallback,
     RunResult,
@@ -94,4 +97,7 @@ __all__ = [
     "bf_terms", "bf_scan", "pruned_copy", "sigma_crossover", "weight_values",
     # the notebooks' companions and widgets
     "theory", "tickets", "widgets",
+    # what pruning buys: sparse export, smaller models, the per-layer sensitivity scan
+    "compress", "export_sparse", "load_sparse", "linear_flops", "shrink_fcn", "to_csr",
+    "plot_sensitivity", "prune_layers", "sensitivity_scan", "suggest_sparsities",
 ]

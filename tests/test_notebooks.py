@@ -182,6 +182,36 @@ def _check_07(r, p):
     assert r["weight_decay_gap"] < 1e-6  # Gaussian prior = weight decay delta / N
 
 
+def _check_08(r, p):
+    import pandas as pd
+
+    sizes = pd.DataFrame(r["sizes"])
+    mag = sizes[sizes["pruning"] == "magnitude"].set_index("target")
+    assert list(mag.index) == p["sparsities"] and r["round_trip_equal"] is True
+    assert ((mag["sparsity"] - mag.index).abs() < 0.005).all()
+    assert ((mag["times_smaller"] - mag["dense_bytes"] / mag["sparse_bytes"]).abs() < 1e-6).all()  # computed sizes
+    high = mag[mag.index >= 0.5]  # the zeros pay for their positions from 1/32 on; the file costs a little overhead
+    assert (high["sparse_bytes"] < high["dense_bytes"]).all() and mag["sparse_bytes"].is_monotonic_decreasing
+    assert math.isclose(r["times_smaller"], mag.loc[max(p["sparsities"]), "times_smaller"], rel_tol=1e-6)
+    assert r["times_smaller"] > 5
+    neuron = sizes[sizes["pruning"] == "neuron"]
+    assert (neuron["shrunk_bytes"] <= neuron["dense_bytes"]).all() and (neuron["sparsity"] <= neuron["target"]).all()
+    assert r["shrunk_max_diff"] < 1e-4
+    lat = pd.DataFrame(r["latency"])
+    assert len(lat) == 3 * len(p["sparsities"]) * len(p["batches"]) and (lat["reps"] == p["reps"]).all()
+    assert (lat["min"] > 0).all() and (lat["min"] <= lat["median"]).all() and (lat["median"] <= lat["max"]).all()
+    assert set(r["crossover"]) == {str(b) for b in p["batches"]}
+    scan = pd.DataFrame(r["scan"])
+    assert len(scan) == 3 * len(p["scan_sparsities"]) and set(r["suggested"]) == set(scan["layer"])
+    assert all(v in set(p["scan_sparsities"]) | {0.0} for v in r["suggested"].values())
+    assert 0 < r["suggested_kept"] <= r["total_weights"]
+    assert set(r["gate_layer_sparsity"]) == set(scan["layer"])
+    ex3 = r["exercises"]["3"]  # a looser threshold never keeps more weights
+    kept = [ex3[k]["kept"] for k in sorted(ex3, key=float)]
+    assert kept == sorted(kept, reverse=True)
+    assert set(r["exercises"]) == {"1", "2", "3", "4"}
+
+
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
@@ -196,6 +226,8 @@ SMALL = {
                                               "finetune_steps": 20}, _check_07),
     "06_lottery_tickets.ipynb": ({"epochs": 2, "sparsities": [0.5, 0.9], "seeds": [0], "gate_target": 0.9,
                                   "gate_sigmas": [0.03, 0.2]}, _check_06),
+    "08_what_pruning_buys.ipynb": ({"epochs": 3, "sparsities": [0.0, 0.5, 0.9, 0.99], "batches": [1, 64], "reps": 2,
+                                    "min_seconds": 0.002, "scan_sparsities": [0.5, 0.9], "gate_epochs": 3}, _check_08),
 }
 
 

@@ -238,7 +238,7 @@ def test_a_full_disk_at_the_plot_keeps_the_saved_run(tmp_path, cli_run, monkeypa
     code, _, err = cli_run(*TRAIN, "--seed", "3", "--out", str(out), "--overwrite")
     assert code == 0, err
     assert "saved ok run (2 epochs)" in err and "without its plot (curves.png)" in err and "No space left" in err
-    assert sorted(p.name for p in out.iterdir()) == sorted(runio.REQUIRED_RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(runio.REQUIRED_RUN_FILES + ("model_sparse.pt",))
     assert json.loads((out / "config.json").read_text())["seed"] == 3
     assert _snapshot(tmp_path / "run.prev") == old and _hidden(tmp_path) == []
 

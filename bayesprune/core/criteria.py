@@ -50,7 +50,7 @@ class ScoreContext:
     extra: dict[str, Any] = field(default_factory=dict)  #: anything else a caller hands to its own criterion
 
 
-def _scores_fn(criterion: Union[str, Criterion]) -> Callable[[nn.Module, ScoreContext], Mapping[str, torch.Tensor]]:
+def scores_function(criterion: Union[str, Criterion]) -> Callable[[nn.Module, ScoreContext], Mapping[str, torch.Tensor]]:
     if isinstance(criterion, str):
         criterion = CRITERIA.lookup(criterion)
     fn = getattr(criterion, "scores", criterion)
@@ -175,7 +175,7 @@ def compute_mask(
     ``criterion``: a registered name (``"magnitude"``, ``"random"``, ``"neuron"``, ...) or a
     scores function.  Weights that are zero now stay pruned and count towards the target.
     """
-    fn = _scores_fn(criterion)
+    fn = scores_function(criterion)
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"sparsity={sparsity!r} is invalid: allowed a number >= 0 and < 1")
     if scope not in ("layer", "global"):
@@ -213,7 +213,7 @@ def pruned_copy(
 
 def _one(criterion: str, weight: torch.Tensor, sparsity: float, generator, current: Optional[torch.Tensor]):
     ctx = ScoreContext({"w": weight}, float(sparsity), "layer", generator)
-    scores = _scores_fn(criterion)(nn.Module(), ctx)
+    scores = scores_function(criterion)(nn.Module(), ctx)
     return mask_from_scores(scores, sparsity, "layer", None if current is None else {"w": current})["w"]
 
 

@@ -47,6 +47,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..core import export
 from ..core.config import RunConfig
 from .fileio import (
     atomic_write_bytes,
@@ -65,8 +66,9 @@ from .locks import FolderLock, LockError, lock_path_beside
 
 RunResult = Any  # bayesprune.engine.training.RunResult (not imported: training imports this module)
 
-RUN_FILES = ("config.json", "history.csv", "summary.json", "model.pt", "curves.png")
-#: The files every run folder holds (curves.png is missing where the plot was not drawn).
+RUN_FILES = ("config.json", "history.csv", "summary.json", "model.pt", export.RUN_FILE, "curves.png")
+#: The files every run folder holds (curves.png is missing where the plot was not drawn; the sparse export
+#: where the folder was written before it existed).
 REQUIRED_RUN_FILES = ("config.json", "history.csv", "summary.json", "model.pt")
 #: Version of the run folder's layout, in its stamp.
 RUN_FOLDER_FORMAT = 1
@@ -331,8 +333,10 @@ class RunFolder:
         buf = io.BytesIO()
         torch.save({k: v.cpu() for k, v in result.model.state_dict().items()}, buf)
         write_new(self.tmp / "model.pt", buf.getvalue())
+        compact, size = export.for_run_folder(result.model)  # the sparse export beside model.pt, and both sizes
+        write_new(self.tmp / export.RUN_FILE, compact)
         # last: a temporary folder that holds summary.json is complete
-        summary = dict(result.summary(), layer_sparsity=result.layer_sparsity, format=run_stamp())
+        summary = dict(result.summary(), layer_sparsity=result.layer_sparsity, size=size, format=run_stamp())
         write_new(self.tmp / "summary.json", (dumps(summary, indent=2) + "\n").encode())
 
     def _plot(self, result: RunResult) -> None:
