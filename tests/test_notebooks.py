@@ -98,7 +98,8 @@ def _check_03(r, p):
 def _check_04(r, p):
     n_pruned = len(p["seeds"]) * 4 * len(p["sparsities"])
     n = len(p["seeds"]) + 2 * n_pruned  # the unpruned baseline once per seed, then each schedule
-    assert r["stats"]["total"] == n and r["stats"]["completed"] == n and r["stats"]["failed"] == 0
+    assert r["stats"]["total"] == n and r["stats"]["completed"] + r["stats"]["skipped"] == n
+    assert r["stats"]["failed"] == 0 and len(r["results"]) == n  # the grid's runs, not every run in out_dir
     assert set(r["tables"]) == {"one-shot", "gradual"}
     for t in r["tables"].values():
         assert len(t) == len(p["sparsities"])
@@ -256,14 +257,16 @@ def test_notebook_is_committed_clean(name):
     assert "what you will learn" in text and "summary" in text and "exercises" in text
 
 
-def _execute(name, tmp_path, env=None):
-    """Run a notebook with its small parameters; returns (results, params, executed notebook)."""
+def _execute(name, tmp_path, env=None, sweep_dir=None):
+    """Run a notebook with its small parameters; returns (results, params, executed notebook).
+
+    ``sweep_dir``: notebook 04's ``out_dir`` (default: a fresh folder in ``tmp_path``)."""
     import papermill as pm
 
     params, check = SMALL[name]
     params = dict(params, dataset="digits", results_path=str(tmp_path / "results.json"))
     if name.startswith("04"):
-        params["out_dir"] = str(tmp_path / "sweep")
+        params["out_dir"] = str(sweep_dir or tmp_path / "sweep")
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})  # the kernel inherits this process's environment
     try:
@@ -280,6 +283,28 @@ def _execute(name, tmp_path, env=None):
     results = json.loads((tmp_path / "results.json").read_text())
     check(results, params)
     return results, params, _read_notebook(tmp_path / name)
+
+
+def test_notebook_04_runs_twice_in_the_same_folder(tmp_path):
+    # Run All twice on one out_dir: the exercises store runs of other settings there (regrow=True, more
+    # sparsities), which once leaked into the second run's tables ("summarize(): ... mix regrow").
+    name, sweep = "04_sparsity_sweep.ipynb", tmp_path / "sweep"
+    for d in ("first", "second"):
+        (tmp_path / d).mkdir()
+    first, _, _ = _execute(name, tmp_path / "first", sweep_dir=sweep)
+    second, _, _ = _execute(name, tmp_path / "second", sweep_dir=sweep)
+    n = first["stats"]["total"]
+    assert first["stats"]["completed"] == n and (second["stats"]["completed"], second["stats"]["skipped"]) == (0, n)
+    assert len(_csv_rows(sweep / "results.csv")) > n  # the folder holds the exercises' runs too
+    assert second["tables"] == first["tables"] and second["verdicts"] == first["verdicts"]
+    assert second["exercises"]["1"]["completed"] == 0 and second["exercises"]["2"] == first["exercises"]["2"]
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _outputs_text(nb) -> str:
