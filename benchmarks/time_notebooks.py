@@ -84,7 +84,7 @@ def cell_times(nb) -> list[dict]:
     return rows
 
 
-def time_notebook(path: Path, timeout: int) -> dict:
+def time_notebook(path: Path, timeout: int, keep: Path | None = None) -> dict:
     import nbformat
     import papermill as pm
 
@@ -102,6 +102,9 @@ def time_notebook(path: Path, timeout: int) -> dict:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         wall = time.perf_counter() - t0
         cells = cell_times(nbformat.read(out, as_version=4)) if out.exists() else []
+        if keep is not None and out.exists():  # the executed notebook, outputs and all (e.g. to read the exercises)
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / path.name).write_bytes(out.read_bytes())
     figures = [c for c in cells if c["figure"]]
     slowest = max(cells, key=lambda c: c["seconds"]) if cells else None
     return {"notebook": path.name, "parameters_changed": sorted(params), "error": error,
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "notebook_times",
                     help="output path without extension: writes .json and .md")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one cell may run")
+    ap.add_argument("--keep", type=Path, default=None, help="save the executed notebooks in this folder")
     args = ap.parse_args(argv)
     import torch
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "limits_s": {"total": LIMIT_TOTAL, "first_figure": LIMIT_FIRST_FIGURE},
               "matmul_gflops_before": matmul_gflops(), "notebooks": []}
     for p in paths:
-        r = time_notebook(p, args.timeout)
+        r = time_notebook(p, args.timeout, args.keep)
         report["notebooks"].append(r)
         print(f"{p.name}: total {r['total_s']} s, first figure {r['first_figure_s']} s, load {r['loadavg_before']}"
               + (f", ERROR {r['error']}" if r["error"] else ""), flush=True)

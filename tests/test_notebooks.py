@@ -49,6 +49,7 @@ def _check_01(r, p):
     for row in r["retrain"]:
         assert abs(row["sparsity_after_retrain"] - row["sparsity"]) < 0.005  # masks held through retraining
     assert r["torch_prune_same"] is True
+    assert r["raw_prune_same"] is True  # torch's l1_unstructured zeroes the weights our magnitude mask does
 
 
 def _check_02(r, p):

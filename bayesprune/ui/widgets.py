@@ -93,7 +93,7 @@ def _log_slider(value: float, ui_lo: float, ui_hi: float, **common):
         low, high = low - 1e-9 * (value < ui_lo), high + 1e-9 * (value > ui_hi)
     import ipywidgets as w
 
-    return w.FloatLogSlider(value=value, base=10, min=low, max=high, step=0.01, readout_format=".3g", **common)
+    return w.FloatLogSlider(value=value, base=10, min=low, max=high, step=0.001, readout_format=".3g", **common)
 
 
 def LogSlider(value: float, ui_lo: float, ui_hi: float, zero: bool = False, **common):
