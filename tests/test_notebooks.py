@@ -49,6 +49,7 @@ def _check_01(r, p):
     for row in r["retrain"]:
         assert abs(row["sparsity_after_retrain"] - row["sparsity"]) < 0.005  # masks held through retraining
     assert r["torch_prune_same"] is True
+    assert r["raw_prune_same"] is True  # torch's l1_unstructured zeroes the weights our magnitude mask does
 
 
 def _check_02(r, p):
@@ -93,12 +94,19 @@ def _check_03(r, p):
     curves = {k: [row["sparsity"] for row in h] for k, h in r["histories"].items()}
     assert len({tuple(c) for c in curves.values()}) == 2
     assert "error" not in r["status"]
+    # what the text states: at the defaults the gate stops below the target, and each decision is told
+    assert r["below_target"] == {bayes["index"]: True} and bayes["final sparsity"] < p["sparsity"] - 0.005
+    story = r["stories"][bayes["index"]]
+    assert story and all(s.startswith("epoch") for s in story)
+    assert sum(" accepted" in s for s in story) == bayes["steps accepted"]
+    assert len(set(r["exercises"]["1"].values())) > 1  # exercise 1: beta moves where the gate stops
 
 
 def _check_04(r, p):
     n_pruned = len(p["seeds"]) * 4 * len(p["sparsities"])
     n = len(p["seeds"]) + 2 * n_pruned  # the unpruned baseline once per seed, then each schedule
-    assert r["stats"]["total"] == n and r["stats"]["completed"] == n and r["stats"]["failed"] == 0
+    assert r["stats"]["total"] == n and r["stats"]["completed"] + r["stats"]["skipped"] == n
+    assert r["stats"]["failed"] == 0 and len(r["results"]) == n  # the grid's runs, not every run in out_dir
     assert set(r["tables"]) == {"one-shot", "gradual"}
     for t in r["tables"].values():
         assert len(t) == len(p["sparsities"])
@@ -216,7 +224,7 @@ SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
                                "sample_sizes": [64, None], "repeats": 2}, _check_02),
-    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 3, "auto_train": True, "sparsity": 0.9,
+    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 25, "auto_train": True, "sparsity": 0.9,
                                              "compare_methods": ["magnitude", "bayes-magnitude"]}, _check_03),
     "04_sparsity_sweep.ipynb": ({"epochs": 2, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
     "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
@@ -256,14 +264,16 @@ def test_notebook_is_committed_clean(name):
     assert "what you will learn" in text and "summary" in text and "exercises" in text
 
 
-def _execute(name, tmp_path, env=None):
-    """Run a notebook with its small parameters; returns (results, params, executed notebook)."""
+def _execute(name, tmp_path, env=None, sweep_dir=None):
+    """Run a notebook with its small parameters; returns (results, params, executed notebook).
+
+    ``sweep_dir``: notebook 04's ``out_dir`` (default: a fresh folder in ``tmp_path``)."""
     import papermill as pm
 
     params, check = SMALL[name]
     params = dict(params, dataset="digits", results_path=str(tmp_path / "results.json"))
     if name.startswith("04"):
-        params["out_dir"] = str(tmp_path / "sweep")
+        params["out_dir"] = str(sweep_dir or tmp_path / "sweep")
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})  # the kernel inherits this process's environment
     try:
@@ -280,6 +290,28 @@ def _execute(name, tmp_path, env=None):
     results = json.loads((tmp_path / "results.json").read_text())
     check(results, params)
     return results, params, _read_notebook(tmp_path / name)
+
+
+def test_notebook_04_runs_twice_in_the_same_folder(tmp_path):
+    # Run All twice on one out_dir: the exercises store runs of other settings there (regrow=True, more
+    # sparsities), which once leaked into the second run's tables ("summarize(): ... mix regrow").
+    name, sweep = "04_sparsity_sweep.ipynb", tmp_path / "sweep"
+    for d in ("first", "second"):
+        (tmp_path / d).mkdir()
+    first, _, _ = _execute(name, tmp_path / "first", sweep_dir=sweep)
+    second, _, _ = _execute(name, tmp_path / "second", sweep_dir=sweep)
+    n = first["stats"]["total"]
+    assert first["stats"]["completed"] == n and (second["stats"]["completed"], second["stats"]["skipped"]) == (0, n)
+    assert len(_csv_rows(sweep / "results.csv")) > n  # the folder holds the exercises' runs too
+    assert second["tables"] == first["tables"] and second["verdicts"] == first["verdicts"]
+    assert second["exercises"]["1"]["completed"] == 0 and second["exercises"]["2"] == first["exercises"]["2"]
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _outputs_text(nb) -> str:
