@@ -6,8 +6,8 @@ sparsities, priors and sample sizes without changing the network.
 
 from __future__ import annotations
 
-import math
 import copy
+import math
 from typing import Callable, Iterable, Optional, Sequence
 
 import pandas as pd
