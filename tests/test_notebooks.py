@@ -170,6 +170,12 @@ def _check_06(r, p):
         assert f["decided_something"] == bool((g[g["sigma"] == float(sigma)]["accepted"] <
                                                g[g["sigma"] == float(sigma)]["proposals"]).any())
     assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
+    vs = pd.DataFrame(r["vs_dense"])  # every ticket is compared with the dense network of its own seed
+    assert len(vs) == 3 * len(p["sparsities"])
+    for _, v in vs.iterrows():
+        mine = t[(t["sparsity"] == v["sparsity"]) & (t["start"] == v["start"])].sort_values("seed")
+        dense = [r["dense"][str(s)] for s in mine["seed"]]
+        assert math.isclose(v["minus dense"], float((mine["test_acc"] - dense).mean()), abs_tol=1e-9)
 
 
 def _check_07(r, p):
