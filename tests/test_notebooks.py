@@ -147,6 +147,14 @@ def _check_05(r, p):
     assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh", "trained", "trained, shuffled"}
     assert 1 <= len(r["widget"]) <= p["explorer_masks"] and "mask" in r["widget_status"]
     assert isinstance(r["findings"]["fcn_collapse"], bool)
+    verdicts = {v["claim"]: v["verdict"] for v in r["verdicts"]}  # section 7's table, computed from the runs
+    assert len(verdicts) == 6 and all(v.split(":")[0] in {"supported", "contradicted", "not shown (within the noise)",
+                                                          "not tested", "mixed"} for v in verdicts.values())
+    falls = r["findings"]["fcn_rescaled_falls_with_width"]  # the first row agrees with section 1's own sentences
+    first = next(v for k, v in verdicts.items() if k.startswith("random pruning, rescaled, fresh"))
+    assert (first == "supported") == all(falls.values())
+    ex3 = pd.DataFrame(r["exercises"]["3"])  # exercise 3 compares like with like: both strategies, fresh and trained
+    assert {"magnitude, fresh", "magnitude, trained", "random, fresh", "random, trained"} <= set(ex3.columns)
 
 
 def _check_06(r, p):

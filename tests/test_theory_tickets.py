@@ -178,3 +178,20 @@ def test_gate_verdicts_say_what_the_table_shows():
     assert found[0.2]["within_noise"] is False and "gated ticket is higher" in found[0.2]["verdict"]
     # plain rewound tickets at 0.5 (0.95-0.97) are as good as the gated ones; at 0.9 (0.75-0.77) they are not
     assert found[0.2]["plain_as_good_up_to"] == 0.5
+
+
+def test_verdicts_follow_the_differences():
+    from bayesprune.analysis.stats import difference
+
+    falls = difference([0.1, 0.11, 0.12], [0.5, 0.52, 0.49])
+    rises = difference([0.5, 0.52, 0.49], [0.1, 0.11, 0.12])
+    noise = difference([0.1, 0.5, 0.3], [0.3, 0.1, 0.5])
+    assert theory.trend_verdict(falls) == "supported" and theory.trend_verdict(rises) == "contradicted"
+    assert theory.trend_verdict(noise) == "not shown (within the noise)"
+    assert theory.combined_verdict(["supported"] * 3) == "supported"
+    assert theory.combined_verdict(["supported", "contradicted", "supported"]) == "mixed: contradicted 1x, supported 2x"
+    assert theory.combined_verdict([]) == "not tested"
+    table = theory.verdict_table([{"claim": "c", "shows": "s", "verdict": "mixed: supported 1x"}])
+    assert list(table.columns) == ["claim", "shows", "verdict"]
+    with pytest.raises(ValueError, match="verdict='probably'"):
+        theory.verdict_table([{"claim": "c", "shows": "s", "verdict": "probably"}])
