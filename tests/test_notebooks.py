@@ -66,10 +66,25 @@ def _check_02(r, p):
     assert 64 in sizes and len(sizes) == 2
     assert math.isfinite(r["slider"]["log_bf"])
     # Algorithm 3 written out in the notebook makes the package's decisions, with the same Bayes factors
-    assert r["algorithm_same"] is True and len(r["algorithm"]) == 4
+    assert r["algorithm_same"] is True and len(r["algorithm"]) == 4 * len(p["compare_sigmas"])
     for row in r["algorithm"]:
         assert row["package pruned"] == row["ours pruned"]
         assert math.isclose(row["package log BF"], row["ours log BF"], rel_tol=1e-6, abs_tol=1e-3)
+    # the text: at sigma = 0.03 every step is accepted, at 0.3 a negative log BF makes later steps skip (a refusal)
+    steps = {s: [x for x in r["algorithm"] if x["sigma"] == s] for s in p["compare_sigmas"]}
+    assert all(x["package pruned"] for x in steps[0.03])
+    assert r["skipped"] and {x["sigma"] for x in r["skipped"]} == {0.3}
+    first_skip = min(x["epoch"] for x in r["skipped"])
+    assert [x for x in steps[0.3] if x["epoch"] == first_skip - 1][0]["package log BF"] < 0
+    side = {x["sigma"]: x for x in r["side_by_side"]}
+    assert side[0.03]["opens"] is True and side[0.3]["opens"] is False  # section 3's side-by-side
+    assert math.isclose(side[0.03]["fit_loss"], side[0.3]["fit_loss"])  # the fit does not depend on sigma
+    assert math.isclose(side[0.03]["prior_gain"], 100 * side[0.3]["prior_gain"], rel_tol=1e-9)
+    # Gaussian prior = weight decay delta = 1/sigma^2, against torch's own weight_decay
+    wd = r["weight_decay"]
+    assert wd["prior_gradient_gap"] < 1e-9 and wd["sgd_step_gap"] < 1e-9 < wd["largest_step"]
+    for row in r["cross"]:  # 1/sigma*^2 is 2 x the fit's loss / S, as the column says
+        assert math.isclose(row["1/sigma*^2 = 2 x loss / S"], row["sigma*"] ** -2, rel_tol=1e-9)
     # one-shot with persistent masks: every step after the first has log BF exactly 0
     assert r["one_shot_later_log_bfs"] and all(v == 0.0 for v in r["one_shot_later_log_bfs"])
     assert set(r["exercises"]) == {"1", "2", "3", "4"}
@@ -140,6 +155,14 @@ def _check_05(r, p):
     assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh", "trained", "trained, shuffled"}
     assert 1 <= len(r["widget"]) <= p["explorer_masks"] and "mask" in r["widget_status"]
     assert isinstance(r["findings"]["fcn_collapse"], bool)
+    verdicts = {v["claim"]: v["verdict"] for v in r["verdicts"]}  # section 7's table, computed from the runs
+    assert len(verdicts) == 6 and all(v.split(":")[0] in {"supported", "contradicted", "not shown (within the noise)",
+                                                          "not tested", "mixed"} for v in verdicts.values())
+    falls = r["findings"]["fcn_rescaled_falls_with_width"]  # the first row agrees with section 1's own sentences
+    first = next(v for k, v in verdicts.items() if k.startswith("random pruning, rescaled, fresh"))
+    assert (first == "supported") == all(falls.values())
+    ex3 = pd.DataFrame(r["exercises"]["3"])  # exercise 3 compares like with like: both strategies, fresh and trained
+    assert {"magnitude, fresh", "magnitude, trained", "random, fresh", "random, trained"} <= set(ex3.columns)
 
 
 def _check_06(r, p):
@@ -163,6 +186,12 @@ def _check_06(r, p):
         assert f["decided_something"] == bool((g[g["sigma"] == float(sigma)]["accepted"] <
                                                g[g["sigma"] == float(sigma)]["proposals"]).any())
     assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
+    vs = pd.DataFrame(r["vs_dense"])  # every ticket is compared with the dense network of its own seed
+    assert len(vs) == 3 * len(p["sparsities"])
+    for _, v in vs.iterrows():
+        mine = t[(t["sparsity"] == v["sparsity"]) & (t["start"] == v["start"])].sort_values("seed")
+        dense = [r["dense"][str(s)] for s in mine["seed"]]
+        assert math.isclose(v["minus dense"], float((mine["test_acc"] - dense).mean()), abs_tol=1e-9)
 
 
 def _check_07(r, p):
@@ -222,7 +251,7 @@ def _check_08(r, p):
 
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
-    "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
+    "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3], "compare_sigmas": [0.03, 0.3],
                                "sample_sizes": [64, None], "repeats": 2}, _check_02),
     "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 25, "auto_train": True, "sparsity": 0.9,
                                              "compare_methods": ["magnitude", "bayes-magnitude"]}, _check_03),
