@@ -197,3 +197,92 @@ def test_different_seeds_with_train_size_each_train_on_their_own_subsample():
     cfgs = [bp.RunConfig(**{**FCN, "train_size": 600}, seed=s, method="magnitude") for s in range(3)]
     for g, c in zip(bp.train_many(cfgs), cfgs):
         assert_same_run(g, bp.train(c, progress=False))
+
+
+# ------------------------------------------------------------------ sweeps in lockstep
+SWEEP_BASE = bp.RunConfig(dataset="digits", epochs=2, fcn_hidden=(16, 8), bf_samples=128)
+
+
+def _stored(folder) -> dict:
+    from bayesprune.runs.results import load_runs
+
+    return load_runs(folder)
+
+
+def _same_records(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        ra, rb = a[key], b[key]
+        assert ra["status"] == rb["status"] == "ok"
+        ha, hb = pd.DataFrame(ra["history"]), pd.DataFrame(rb["history"])
+        pd.testing.assert_frame_equal(ha[DECISIONS], hb[DECISIONS])
+        assert ra["test_accuracy"] == pytest.approx(rb["test_accuracy"], abs=1e-9)
+        assert ra["final_sparsity"] == rb["final_sparsity"]
+
+
+def test_groups_take_compatible_configs_k_at_a_time():
+    from bayesprune.runs.sweeps import lockstep_groups
+
+    cfgs = bp.grid(SWEEP_BASE, methods=["none", "magnitude"], sparsities=[0.5, 0.9], seeds=[0, 1, 2])
+    other = [SWEEP_BASE.replace(batch_size=32), SWEEP_BASE.replace(epochs=3), SWEEP_BASE.replace(train_prior="map")]
+    groups = lockstep_groups(cfgs + other, 4)
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 4, 4]  # 9 compatible ones: 4 + 4 + 1
+    assert all(len({lockstep.group_key(c, "epochs") for c in g}) == 1 for g in groups)
+    assert sorted(c.key() for g in groups for c in g) == sorted(c.key() for c in cfgs + other)
+    with pytest.raises(ValueError, match="lockstep=0 is invalid"):
+        lockstep_groups(cfgs, 0)
+
+
+def test_a_lockstep_sweep_stores_what_the_sequential_sweep_stores(tmp_path):
+    cfgs = bp.grid(SWEEP_BASE, methods=["none", "magnitude", "bayes-random"], sparsities=[0.5], seeds=[0, 1])
+    cfgs.append(SWEEP_BASE.replace(method="magnitude", batch_size=32))  # a group of its own
+    seq = bp.sweep(cfgs, tmp_path / "seq", progress=False, log=lambda m: None)
+    messages = []
+    got = bp.sweep(cfgs, tmp_path / "lock", progress=False, log=messages.append, lockstep=4)
+    assert got.attrs["stats"]["completed"] == seq.attrs["stats"]["completed"] == len(cfgs)
+    assert any("lockstep 4: 7 runs in 3 group(s)" in m for m in messages)
+    _same_records(_stored(tmp_path / "lock"), _stored(tmp_path / "seq"))
+    assert sorted(got["key"]) == sorted(seq["key"])
+    again = bp.sweep(cfgs, tmp_path / "lock", progress=False, log=lambda m: None, lockstep=4)
+    assert again.attrs["stats"]["skipped"] == len(cfgs) and again.attrs["stats"]["completed"] == 0
+
+
+def test_an_interrupted_lockstep_sweep_keeps_its_finished_members_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C while a group trains: the members that had ended are stored; the next sweep runs only the rest."""
+    cfgs = bp.grid(SWEEP_BASE, methods=["magnitude"], sparsities=[0.5], seeds=[0, 1, 2])
+    cfgs[0] = cfgs[0].replace(epochs=1)  # member 0 ends after epoch 1; then the group is interrupted
+    cfgs = [cfgs[0], cfgs[1], cfgs[2]]
+    real = lockstep._end_member_epoch
+    calls = []
+
+    def interrupt_in_epoch_two(m, *args):
+        calls.append(m.index)
+        if m.epoch == 2:
+            raise KeyboardInterrupt
+        return real(m, *args)
+
+    monkeypatch.setattr(lockstep, "_end_member_epoch", interrupt_in_epoch_two)
+    # epochs differ, so each is its own group under the sweep's grouping; train the group directly as a sweep would
+    from bayesprune.runs.sweeps import run_group
+
+    (tmp_path / "s" / "runs").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_group([c.to_dict() for c in cfgs], str(tmp_path / "s"))
+    assert set(_stored(tmp_path / "s")) == {cfgs[0].key()}  # the finished member, stored whole
+    monkeypatch.setattr(lockstep, "_end_member_epoch", real)
+    df = bp.sweep(cfgs, tmp_path / "s", progress=False, log=lambda m: None, lockstep=3)
+    assert df.attrs["stats"]["skipped"] == 1 and df.attrs["stats"]["completed"] == 2
+    bp.sweep(cfgs, tmp_path / "seq", progress=False, log=lambda m: None)
+    _same_records(_stored(tmp_path / "s"), _stored(tmp_path / "seq"))
+
+
+def test_the_cli_sweep_takes_lockstep(tmp_path, cli_run):
+    out = tmp_path / "cli"
+    code, stdout, stderr = cli_run("sweep", "--dataset", "digits", "--epochs", "1", "--fcn-hidden", "16", "8",
+                                   "--methods", "none", "magnitude", "--sparsities", "0.5", "--seeds", "0", "1",
+                                   "--out", str(out), "--lockstep", "4", "--no-report")
+    assert code == 0, stderr
+    assert "lockstep 4: 4 runs in 1 group(s)" in stderr
+    assert len(_stored(out)) == 4
+    code, _, stderr = cli_run("sweep", "--out", str(out), "--lockstep", "0")
+    assert code == 2 and "--lockstep" in stderr and "allowed an integer >= 1" in stderr

@@ -74,6 +74,7 @@ class _CarriesResult:
 
     def __init__(self, message: str, result: "RunResult"):
         super().__init__(message)  # type: ignore[call-arg]
+        result.error = message
         self.result = result
         self.history = result.history
         self.config = result.config
@@ -116,6 +117,7 @@ class RunResult:
     device: str
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
+    error: str = ""  # why a diverged or interrupted run ended (the exception's message)
 
     def summary(self) -> dict[str, Any]:
         """The one-line JSON summary of the CLI: where the run ended and how the gate decided."""
