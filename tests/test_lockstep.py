@@ -12,6 +12,7 @@ log_occam_after differed by 3.4e-4).
 """
 
 import importlib.util
+import os
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,10 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 OCCAM, OCCAM_ATOL = ("log_occam", "laplace_penalty"), 2e-3
 HAS_LAPLACE = importlib.util.find_spec("laplace") is not None
 
-FCN = dict(dataset="digits", model="fcn", fcn_hidden=(24, 12), bf_samples=256, epochs=3, sparsity=0.8)
-CNN = dict(dataset="digits", model="cnn", cnn_hidden=16, bf_samples=128, epochs=2, sparsity=0.7, train_size=500)
+# benchmarks/gpu_check.py runs this module with BAYESPRUNE_TEST_DEVICE=cuda: every group and its oracle there
+DEVICE = os.environ.get("BAYESPRUNE_TEST_DEVICE", "cpu")
+FCN = dict(device=DEVICE, dataset="digits", model="fcn", fcn_hidden=(24, 12), bf_samples=256, epochs=3, sparsity=0.8)
+CNN = dict(device=DEVICE, dataset="digits", model="cnn", cnn_hidden=16, bf_samples=128, epochs=2, sparsity=0.7, train_size=500)
 LAPLACE = dict(bayes_factor="laplace", prior_fit="fixed", gate="immediate", laplace_finetune_steps=5,
                final_prune="gate", train_size=400, bf_samples=128)
 
@@ -200,7 +203,7 @@ def test_different_seeds_with_train_size_each_train_on_their_own_subsample():
 
 
 # ------------------------------------------------------------------ sweeps in lockstep
-SWEEP_BASE = bp.RunConfig(dataset="digits", epochs=2, fcn_hidden=(16, 8), bf_samples=128)
+SWEEP_BASE = bp.RunConfig(device=DEVICE, dataset="digits", epochs=2, fcn_hidden=(16, 8), bf_samples=128)
 
 
 def _stored(folder) -> dict:
