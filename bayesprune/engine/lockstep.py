@@ -210,13 +210,19 @@ class _Stack:
             states = [[_adam_state(o, mp[n]) for n in names] for o, mp in zip(opts, models)]
             self.exp_avg = {n: torch.stack([st[j]["exp_avg"] for st in states]) for j, n in enumerate(names)}
             self.exp_avg_sq = {n: torch.stack([st[j]["exp_avg_sq"] for st in states]) for j, n in enumerate(names)}
-        # one call of torch's functional Adam per distinct hyper-parameter set (normally one), over the members' slices
+        # one call of torch's functional Adam per distinct hyper-parameter set (normally one), over the members' slices;
+        # where every member has the same hyper-parameters and step count (no Laplace fine-tuning yet), one call
+        # over the stacked tensors themselves: the same elementwise update, K times fewer (and larger) tensors
         self.calls: dict[tuple, dict[str, list]] = {}
+        self.whole: Optional[dict[str, Any]] = None
+        hypers = {_hyper(o.param_groups[0]) for o in opts}
+        counts = {float(st[j]["step"]) for st in states for j in range(len(names))}
+        if len(hypers) == 1 and len(counts) == 1:
+            first = states[0][0]["step"]
+            self.whole = {"hyper": hypers.pop(), "steps": [first.clone() for _ in names],
+                          "member_steps": [st[j]["step"] for st in states for j in range(len(names))]}
         for k, (o, st) in enumerate(zip(opts, states)):
-            g = o.param_groups[0]
-            hyper = (g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"], g["maximize"],
-                     g.get("foreach"), g.get("fused"), g.get("capturable", False), g.get("differentiable", False),
-                     g.get("decoupled_weight_decay", False))
+            hyper = _hyper(o.param_groups[0])
             call = self.calls.setdefault(hyper, {"params": [], "grads": [], "exp_avgs": [], "exp_avg_sqs": [],
                                                  "steps": []})
             for j, n in enumerate(names):
@@ -235,16 +241,26 @@ class _Stack:
         """One Adam step of every member: torch's own update rule, each slice with its member's step count."""
         from torch.optim.adam import adam
 
+        def call_adam(hyper, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+            lr, betas, eps, wd, amsgrad, maximize, foreach, fused, capturable, differentiable, decoupled = hyper
+            extra = {"decoupled_weight_decay": True} if decoupled else {}
+            adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=foreach, capturable=capturable,
+                 differentiable=differentiable, fused=fused, grad_scale=None, found_inf=None, has_complex=False,
+                 amsgrad=amsgrad, beta1=betas[0], beta2=betas[1], lr=lr, weight_decay=wd, eps=eps, maximize=maximize,
+                 **extra)
+
         with torch.no_grad():
-            for hyper, call in self.calls.items():
-                lr, betas, eps, wd, amsgrad, maximize, foreach, fused, capturable, differentiable, decoupled = hyper
-                extra = {"decoupled_weight_decay": True} if decoupled else {}
-                params = [self.params[n].detach()[k] for n, k in call["params"]]
-                grads = [self.params[n].grad[k] for n, k in call["params"]]
-                adam(params, grads, call["exp_avgs"], call["exp_avg_sqs"], [], call["steps"], foreach=foreach,
-                     capturable=capturable, differentiable=differentiable, fused=fused, grad_scale=None,
-                     found_inf=None, has_complex=False, amsgrad=amsgrad, beta1=betas[0], beta2=betas[1], lr=lr,
-                     weight_decay=wd, eps=eps, maximize=maximize, **extra)
+            if self.whole is not None:
+                names = list(self.params)
+                call_adam(self.whole["hyper"], [self.params[n].detach() for n in names],
+                          [self.params[n].grad for n in names], [self.exp_avg[n] for n in names],
+                          [self.exp_avg_sq[n] for n in names], self.whole["steps"])
+                torch._foreach_add_(self.whole["member_steps"], 1.0)
+            else:
+                for hyper, call in self.calls.items():
+                    call_adam(hyper, [self.params[n].detach()[k] for n, k in call["params"]],
+                              [self.params[n].grad[k] for n, k in call["params"]], call["exp_avgs"],
+                              call["exp_avg_sqs"], call["steps"])
             for n, m in self.masks.items():
                 self.params[n].detach().mul_(m)
 
@@ -258,6 +274,13 @@ class _Stack:
                     st = m.run.optimizer.state[p]
                     st["exp_avg"].copy_(self.exp_avg[n][k])
                     st["exp_avg_sq"].copy_(self.exp_avg_sq[n][k])
+
+
+def _hyper(g: dict[str, Any]) -> tuple:
+    """An Adam param group's hyper-parameters, in the order ``adam_step`` unpacks them."""
+    return (g["lr"], g["betas"], g["eps"], g["weight_decay"], g["amsgrad"], g["maximize"], g.get("foreach"),
+            g.get("fused"), g.get("capturable", False), g.get("differentiable", False),
+            g.get("decoupled_weight_decay", False))
 
 
 def _batch_orders(members: list[_Member]) -> list[list[torch.Tensor]]:
