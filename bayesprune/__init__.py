@@ -54,6 +54,7 @@ from .core.pruning import (
 from .core.registry import BAYES_FACTORS, CRITERIA, DATASETS, GATES, MODELS, methods
 from .core.schedule import PruningSchedule
 from .core.sparse_models import linear_flops, shrink_fcn, to_csr
+from .engine.lockstep import train_many
 from .engine.training import (
     EpochCallback,
     RunResult,
@@ -80,7 +81,8 @@ __version__ = "0.2.0"
 __all__ = [
     # a run
     "RunConfig", "train", "RunResult", "StopTraining", "TrainingDiverged", "TrainingInterrupted", "EpochCallback",
-    "build_run", "save_run", "plot_curves", "gate_decisions", "decision_story", "CHOICES", "BOUNDS", "PAPER_METHODS", "methods",
+    "build_run", "train_many", "save_run", "plot_curves", "gate_decisions", "decision_story", "CHOICES", "BOUNDS",
+    "PAPER_METHODS", "methods",
     # extension points
     "CRITERIA", "GATES", "BAYES_FACTORS", "MODELS", "DATASETS", "ScoreContext", "mask_from_scores",
     # sweeps and Table 1

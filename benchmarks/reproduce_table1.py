@@ -52,9 +52,14 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="other RunConfig fields")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
+    ap.add_argument("--lockstep", type=int, default=1, metavar="K",
+                    help="train up to K compatible runs at a time as one stacked model (bp.train_many)")
+    ap.add_argument("--device", default=None, help="RunConfig.device (default: the package's, auto)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     extra = parse_set(args.set)
+    if args.device is not None:
+        extra["device"] = args.device
     if args.out is None:
         tag = f"{args.dataset}_{args.model}_{'regrow' if args.regrow else 'masks'}"
         tag += "" if args.schedule == "one-shot" else f"_{args.schedule}"
@@ -65,7 +70,7 @@ def main() -> int:
     configs = bp.grid(base, methods=args.methods, sparsities=args.sparsities, seeds=args.seeds)
     bp.load_dataset(base)  # fail fast, with the clear message, before starting workers
     t0 = time.perf_counter()
-    df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads)
+    df = sweep_local(configs, args.out, workers=args.workers, threads=args.threads, lockstep=args.lockstep)
     bp.write_report(args.out)
     md = bp.format_table1(bp.table1(df))
     meta_path = Path(args.out, "meta.json")
@@ -73,7 +78,7 @@ def main() -> int:
     wall = round(time.perf_counter() - t0, 1)
     meta = {"command": " ".join([Path(sys.executable).name] + sys.argv), "epochs": args.epochs,
             "seeds": args.seeds, "regrow": args.regrow, "schedule": args.schedule, "set": extra,
-            "workers": args.workers, "wall_seconds_this_call": wall,
+            "workers": args.workers, "lockstep": args.lockstep, "wall_seconds_this_call": wall,
             "wall_seconds_all_calls": round(previous.get("wall_seconds_all_calls", 0.0) + wall, 1),
             "run_seconds_total": round(float(df["seconds"].sum()), 1),
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": _torch_version()},

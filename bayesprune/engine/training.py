@@ -74,6 +74,7 @@ class _CarriesResult:
 
     def __init__(self, message: str, result: "RunResult"):
         super().__init__(message)  # type: ignore[call-arg]
+        result.error = message
         self.result = result
         self.history = result.history
         self.config = result.config
@@ -116,6 +117,7 @@ class RunResult:
     device: str
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
+    error: str = ""  # why a diverged or interrupted run ended (the exception's message)
 
     def summary(self) -> dict[str, Any]:
         """The one-line JSON summary of the CLI: where the run ended and how the gate decided."""
@@ -534,6 +536,34 @@ def _result(run: Run, rows: list[dict[str, Any]], snapshot: Snapshot, start: flo
         device=str(run.device), layer_sparsity=layer_sparsity(model, cfg.prune_biases), status=status)
 
 
+def end_of_epoch(run: Run, epoch: int, train_loss: float, train_acc: float, t0: float,
+                 rows: list[dict[str, Any]], snapshot: Snapshot, start: float) -> dict[str, Any]:
+    """Everything of an epoch after its training pass: the divergence check, the pruning step, the prior's
+    refit and the history row.  The one copy of this code: :func:`train` and the lockstep group
+    (:mod:`bayesprune.engine.lockstep`) both call it, so a member of a group decides exactly as a single run.
+
+    Raises :class:`TrainingDiverged` (with the finished ``rows``) on a NaN/inf loss or Bayes factor.
+    """
+    cfg, model, data, prior = run.cfg, run.model, run.data, run.prior
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(
+            f"training loss became {train_loss} in epoch {epoch} of {cfg.title} (lr={cfg.lr}); the "
+            f"{len(rows)} finished epochs are kept", _result(run, rows, snapshot, start, "diverged"))
+    # -- prune: the schedule proposes, the Bayes factor measures, the gate decides
+    try:
+        step = prune_step(model, run.state, epoch) if run.state is not None else StepRecord(
+            sparsity_before=sparsity(model, cfg.prune_biases))
+    except FloatingPointError as exc:
+        raise TrainingDiverged(f"{exc}; in {cfg.title}", _result(run, rows, snapshot, start, "diverged")) from None
+    if prior is not None:  # online empirical Bayes (prior_fit="marglik")
+        prior.end_of_epoch(model, data, epoch, run.mask)
+    # -- evaluate and record the epoch's row
+    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+           **evaluation_columns(model, data), "sparsity": sparsity(model, cfg.prune_biases),
+           **step.columns(), "seconds": time.perf_counter() - t0}
+    return {c: row[c] for c in HISTORY_COLUMNS}
+
+
 # ------------------------------------------------------------------ the run
 def train(
     cfg: RunConfig,
@@ -567,24 +597,7 @@ def train(
             # -- train: one pass of Adam over the shuffled training set, pruned weights held at zero (and the
             #    prior's penalty in every step under train_prior="map")
             train_loss, train_acc = train_epoch(model, opt, data, cfg.batch_size, run.g_data, run.mask, prior)
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(
-                    f"training loss became {train_loss} in epoch {epoch} of {cfg.title} (lr={cfg.lr}); the "
-                    f"{len(rows)} finished epochs are kept", _result(run, rows, snapshot, start, "diverged"))
-            # -- prune: the schedule proposes, the Bayes factor measures, the gate decides
-            try:
-                step = prune_step(model, run.state, epoch) if run.state is not None else StepRecord(
-                    sparsity_before=sparsity(model, cfg.prune_biases))
-            except FloatingPointError as exc:
-                raise TrainingDiverged(f"{exc}; in {cfg.title}",
-                                       _result(run, rows, snapshot, start, "diverged")) from None
-            if prior is not None:  # online empirical Bayes (prior_fit="marglik")
-                prior.end_of_epoch(model, data, epoch, run.mask)
-            # -- evaluate and record the epoch's row
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                   **evaluation_columns(model, data), "sparsity": sparsity(model, cfg.prune_biases),
-                   **step.columns(), "seconds": time.perf_counter() - t0}
-            rows.append({c: row[c] for c in HISTORY_COLUMNS})
+            rows.append(end_of_epoch(run, epoch, train_loss, train_acc, t0, rows, snapshot, start))
             # -- callbacks: the snapshot, the progress bar, then the caller's (one may stop the run)
             try:
                 for cb in callbacks:

@@ -120,6 +120,42 @@ def _failure_record(cfg: RunConfig, error: str, **extra: Any) -> dict[str, Any]:
             "error": error, "history": [], **extra}
 
 
+def _outcome_record(cfg: RunConfig, outcome: Any, seconds: float, tb: str = "") -> dict[str, Any]:
+    """The stored record of one run: from its :class:`RunResult`, or the exception that ended it."""
+    from ..engine.training import RunResult, TrainingDiverged
+
+    record: dict[str, Any] = {"version": RUN_FILE_VERSION, "key": cfg.key(), "config": cfg.to_dict()}
+    if isinstance(outcome, RunResult) and outcome.status == "diverged":
+        record.update(status="failed", error=outcome.error or "the run diverged",
+                      history=outcome.history.to_dict(orient="records"))
+    elif isinstance(outcome, RunResult):
+        record.update(
+            status="ok", error="",
+            test_accuracy=outcome.test_accuracy, test_loss=outcome.test_loss,
+            final_sparsity=outcome.final_sparsity, layer_sparsity=outcome.layer_sparsity,
+            history=outcome.history.to_dict(orient="records"),
+        )
+    elif isinstance(outcome, TrainingDiverged):
+        record.update(status="failed", error=str(outcome), history=outcome.history.to_dict(orient="records"))
+    else:  # bad data, out of memory ...: recorded so the sweep goes on
+        record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}",
+                      traceback=tb or "".join(traceback.format_exception(outcome, limit=5)), history=[])
+    record["seconds"] = seconds
+    return record
+
+
+def _store(out_dir: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Write one run file atomically; the short summary ``sweep`` reads back."""
+    path = run_path(out_dir, record["key"])
+    if not is_real_dir(path.parent):
+        raise RunStoreError(str(path), f"{path.parent} is no longer a real folder (a symbolic link?)")
+    try:
+        atomic_write_json(path, record)
+    except OSError as exc:
+        raise RunStoreError(str(exc.filename or path), _reason(exc)) from None
+    return {k: record.get(k) for k in ("key", "status", "error", "test_accuracy", "final_sparsity", "seconds")}
+
+
 def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
             attempt: Optional[str] = None) -> dict[str, Any]:
     """Train one config and store its record; failures are stored, not raised.
@@ -138,29 +174,64 @@ def run_one(config: dict[str, Any], out_dir: str, threads: Optional[int] = None,
     _thread_lock_for_progress_bars()
     cfg = RunConfig.from_dict(config)
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"version": RUN_FILE_VERSION, "key": cfg.key(), "config": cfg.to_dict()}
+    tb = ""
     try:
-        res = train(cfg, progress=False)
-        record.update(
-            status="ok", error="",
-            test_accuracy=res.test_accuracy, test_loss=res.test_loss,
-            final_sparsity=res.final_sparsity, layer_sparsity=res.layer_sparsity,
-            history=res.history.to_dict(orient="records"),
-        )
+        outcome: Any = train(cfg, progress=False)
     except TrainingDiverged as exc:
-        record.update(status="failed", error=str(exc), history=exc.history.to_dict(orient="records"))
+        outcome = exc
     except Exception as exc:  # bad data, out of memory ...: recorded so the sweep goes on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc(limit=5), history=[])
-    record["seconds"] = time.perf_counter() - t0
-    path = run_path(out_dir, cfg.key())
-    if not is_real_dir(path.parent):
-        raise RunStoreError(str(path), f"{path.parent} is no longer a real folder (a symbolic link?)")
+        outcome, tb = exc, traceback.format_exc(limit=5)
+    return _store(out_dir, _outcome_record(cfg, outcome, time.perf_counter() - t0, tb))
+
+
+def run_group(configs: list[dict[str, Any]], out_dir: str, threads: Optional[int] = None,
+              attempt: Optional[str] = None) -> list[dict[str, Any]]:
+    """Train compatible configs as one lockstep group (:func:`bayesprune.train_many`), storing each member's
+    record as soon as that member ends, so that a killed group loses only its unfinished members.
+
+    Failures are stored, not raised; if the group itself fails (out of memory in the stacked step), every
+    member not yet stored gets a failed record with that error.  Picklable like :func:`run_one`.
+    """
+    import torch
+
+    from ..engine.lockstep import train_many
+
+    if threads:
+        torch.set_num_threads(threads)
+    _thread_lock_for_progress_bars()
+    cfgs = [RunConfig.from_dict(c) for c in configs]
+    t0 = time.perf_counter()
+    infos: dict[int, dict[str, Any]] = {}
+
+    def done(i: int, outcome: Any) -> None:
+        infos[i] = _store(out_dir, _outcome_record(cfgs[i], outcome, time.perf_counter() - t0))
+
     try:
-        atomic_write_json(path, record)
-    except OSError as exc:
-        raise RunStoreError(str(exc.filename or path), _reason(exc)) from None
-    return {k: record.get(k) for k in ("key", "status", "error", "test_accuracy", "final_sparsity", "seconds")}
+        train_many(cfgs, on_done=done)
+    except Exception as exc:  # the group failed as a whole: its unfinished members are recorded as failed
+        tb = traceback.format_exc(limit=5)
+        for i, cfg in enumerate(cfgs):
+            if i not in infos:
+                infos[i] = _store(out_dir, _outcome_record(cfg, exc, time.perf_counter() - t0, tb))
+    return [infos[i] for i in range(len(cfgs))]
+
+
+def lockstep_groups(configs: Sequence[RunConfig], size: int) -> list[list[RunConfig]]:
+    """Configs that can train together (:func:`~bayesprune.engine.lockstep.group_key`, same ``epochs`` too),
+    ``size`` at a time, in the order given; a config that cannot train in lockstep is a group of its own."""
+    from ..engine.lockstep import REQUIRED, group_key
+
+    if size < 1:
+        raise ValueError(f"lockstep={size} is invalid: allowed an integer >= 1")
+    by_key: dict[tuple, list[RunConfig]] = {}
+    alone: list[list[RunConfig]] = []
+    for cfg in configs:
+        if size == 1 or any(getattr(cfg, f) != v for f, v in REQUIRED.items()):
+            alone.append([cfg])
+        else:
+            by_key.setdefault(group_key(cfg, "epochs"), []).append(cfg)
+    groups = [g[i:i + size] for g in by_key.values() for i in range(0, len(g), size)]
+    return groups + alone
 
 
 def _thread_lock_for_progress_bars() -> None:
@@ -282,6 +353,7 @@ def sweep(
     retry_failed: bool = False,
     threads_per_run: Optional[int] = None,
     log=None,
+    lockstep: int = 1,
 ) -> pd.DataFrame:
     """Run every config not already stored under ``out_dir``; return the results table of ``configs``.
 
@@ -292,6 +364,9 @@ def sweep(
     worker died are always run again).  ``.attrs["stats"]`` on the returned frame holds
     total/completed/skipped/failed (this call) and failed_total (stored in the folder).
     Raises :class:`SweepBusyError` if another sweep is running on ``out_dir``.
+    ``lockstep``: train up to this many compatible runs at a time as one stacked model
+    (:func:`lockstep_groups`, :func:`bayesprune.train_many`); each group is one task of the executor, and
+    each member's file is written when that member ends.  1 (the default): one run per task.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(out_dir)
@@ -308,10 +383,11 @@ def sweep(
                                 started=False) from None
         if stale:
             log(f"sweep: removed {stale} temporary file(s) left in {runs_dir(out_dir)} by a killed run")
-        return _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log)
+        return _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log, lockstep)
 
 
-def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log) -> pd.DataFrame:
+def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per_run, log,
+                  lockstep: int = 1) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     done = load_runs(out_dir, log=log, quarantine=True)
@@ -324,36 +400,52 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
     executor = executor or SequentialExecutor()
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
     submitted: list[Future] = []
+
+    def _count_and_store(info: dict[str, Any]) -> None:
+        nonlocal completed, failed
+        if info["status"] == "ok":
+            completed += 1
+        else:
+            failed += 1
+            log(f"sweep: run {info['key']} failed: {info['error']}")
+        bar.update(1)
+        bar.set_postfix(ok=completed, failed=failed)
+        rec = load_run(out_dir, info["key"])
+        if rec is not None:
+            records[info["key"]] = rec
+
     try:
+        groups = lockstep_groups(todo, lockstep)
+        if lockstep > 1:
+            log(f"sweep: lockstep {lockstep}: {len(todo)} runs in {len(groups)} group(s)")
+
+        def task(group: list[RunConfig], *attempt: str):
+            if len(group) == 1 and lockstep == 1:
+                return executor.submit(run_one, group[0].to_dict(), str(out_dir), threads_per_run, *attempt)
+            return executor.submit(run_group, [c.to_dict() for c in group], str(out_dir), threads_per_run, *attempt)
+
         if isinstance(executor, SequentialExecutor):
-            results: Iterable = ((executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run), c)
-                                 for c in todo)
+            results: Iterable = ((task(g), g) for g in groups)
         else:
             by_future = {}
-            for c in todo:
-                fut = executor.submit(run_one, c.to_dict(), str(out_dir), threads_per_run, uuid.uuid4().hex)
-                by_future[fut] = c
+            for g in groups:
+                fut = task(g, uuid.uuid4().hex)
+                by_future[fut] = g
                 submitted.append(fut)
             results = ((f, by_future[f]) for f in as_completed(by_future))
-        for fut, cfg in results:
+        for fut, group in results:
             try:
-                info = fut.result()
+                out = fut.result()
+                infos = out if isinstance(out, list) else [out]
             except RunStoreError as exc:  # trained, but its file could not be written: the disk is full
-                raise SweepWriteError(f"could not write {exc.path} (the run file of run {cfg.key()}): {exc.reason}; "
+                raise SweepWriteError(f"could not write {exc.path} (the run file of run {group[0].key()}"
+                                      f"{' and its group' if len(group) > 1 else ''}): {exc.reason}; "
                                       "the runs stored before are intact; free some space and run the sweep again: "
                                       "it skips the finished runs", 1) from None
             except Exception as exc:  # the worker itself failed (died, lost): record it, go on
-                info = _record_lost_run(out_dir, cfg, exc)
-            if info["status"] == "ok":
-                completed += 1
-            else:
-                failed += 1
-                log(f"sweep: run {info['key']} failed: {info['error']}")
-            bar.update(1)
-            bar.set_postfix(ok=completed, failed=failed)
-            rec = load_run(out_dir, info["key"])
-            if rec is not None:
-                records[info["key"]] = rec
+                infos = [_record_lost_run(out_dir, cfg, exc) for cfg in group]
+            for info in infos:
+                _count_and_store(info)
             _write_table(out_dir, records, started=True)
     finally:
         bar.close()

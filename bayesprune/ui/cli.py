@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1: in-process)")
     s.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads per run (default: the cores shared among the workers)")
+    s.add_argument("--lockstep", type=_positive_int, default=1, metavar="K",
+                   help="train up to K compatible runs at a time as one stacked model (default 1: one at a time; "
+                        "see docs/results/performance.md for where it wins)")
     s.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
     s.add_argument("--no-report", action="store_true", help="skip the Table 1 and plots at the end")
     return parser
@@ -278,7 +281,7 @@ def run_sweep(ns: argparse.Namespace) -> int:
         threads = ns.threads or (default_threads(ns.workers) if executor is not None else None)
         try:
             df = sweep(configs, ns.out, executor=executor, progress=True, retry_failed=ns.retry_failed,
-                       threads_per_run=threads)
+                       threads_per_run=threads, lockstep=ns.lockstep)
         except SweepWriteError as exc:
             stop_executor(executor, now=True)
             print(f"error: {exc}", file=sys.stderr)
