@@ -71,3 +71,11 @@ def test_a_real_prune_is_compared_with_the_fine_tuned_unpruned_side():
     assert any(not torch.equal(twin.state_dict()[k], v) for k, v in dense.items())  # the dense side was trained
     for k, m in candidate.items():
         assert (model.state_dict()[k][~m] == 0).all()  # the candidate kept its zeros through the steps
+
+
+def test_the_progress_bar_changes_nothing_but_the_display(trained):
+    net, data = trained
+    kw = dict(strategies=("magnitude", "random"), sparsities=(0.5,), bf_samples=256, finetune_steps=20)
+    quiet = bfcompare.evidence_scan(net, data, **kw)
+    shown = bfcompare.evidence_scan(net, data, progress=True, **kw)
+    assert len(quiet) == 2 and quiet.equals(shown)  # same prunes, same order, bit-identical numbers

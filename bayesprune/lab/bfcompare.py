@@ -74,11 +74,13 @@ def evidence_scan(
     fair: bool = True,
     train_prior: str = "none",
     curvature_seed: Optional[int] = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per (strategy, sparsity): the three log Bayes factors and the Laplace terms' changes.
 
     A sparsity of 0 is the prune-nothing control.  ``curvature_seed``: the Monte Carlo seed of
-    ``curvature="ggn-mc"`` (default ``seed``); the exact ``ggn`` does not use it.
+    ``curvature="ggn-mc"`` (default ``seed``); the exact ``ggn`` does not use it.  ``progress``: a tqdm
+    bar over the prunes (each is a fine-tuning and a curvature fit: seconds on a CPU).
     """
     from ..bayes.evidence import Curvature
 
@@ -103,25 +105,29 @@ def evidence_scan(
     ev_b = before.log_evidence(delta)
     paper_b = {s: posterior_terms(model, x, y, n_total=data.n_train, mu=0.0, sigma=s) for s in (sigma, fitted_sigma)}
     rows = []
-    for strategy in strategies:
-        for r in sparsities:
-            mask = compute_mask(model, strategy, r, generator=torch.Generator().manual_seed(seed))
-            just_pruned = finetuned_copy(model, mask, data, 0)  # the paper compares the weights as pruned
-            paper_a = {s: posterior_terms(just_pruned, x, y, n_total=data.n_train, mu=0.0, sigma=s)
-                       for s in (sigma, fitted_sigma)}
-            pruned = finetuned_copy(model, mask, data, finetune_steps, seed=seed, prior_sigma=tune_sigma)
-            ev_a = fit(pruned, reuse=before).log_evidence(delta, mask=mask)
-            rows.append({
-                "strategy": strategy, "sparsity": r, "fixed_sigma": sigma, "fitted_sigma": fitted_sigma,
-                "evidence_sigma": delta ** -0.5, "fair": fair,
-                "log_bf_paper": paper_a[sigma].log_posterior - paper_b[sigma].log_posterior,
-                "log_bf_paper_fitted": paper_a[fitted_sigma].log_posterior - paper_b[fitted_sigma].log_posterior,
-                "log_bf_laplace": ev_a.log_evidence - ev_b.log_evidence,
-                "delta_fit": ev_a.log_likelihood - ev_b.log_likelihood,
-                "delta_penalty": ev_a.log_penalty - ev_b.log_penalty,
-                "delta_occam": ev_a.log_complexity - ev_b.log_complexity,
-                "params_before": ev_b.n_params, "params_after": ev_a.n_params,
-            })
+    todo = [(strategy, r) for strategy in strategies for r in sparsities]
+    if progress:
+        from tqdm.auto import tqdm
+
+        todo = tqdm(todo, desc="prunes scanned", leave=False)
+    for strategy, r in todo:
+        mask = compute_mask(model, strategy, r, generator=torch.Generator().manual_seed(seed))
+        just_pruned = finetuned_copy(model, mask, data, 0)  # the paper compares the weights as pruned
+        paper_a = {s: posterior_terms(just_pruned, x, y, n_total=data.n_train, mu=0.0, sigma=s)
+                   for s in (sigma, fitted_sigma)}
+        pruned = finetuned_copy(model, mask, data, finetune_steps, seed=seed, prior_sigma=tune_sigma)
+        ev_a = fit(pruned, reuse=before).log_evidence(delta, mask=mask)
+        rows.append({
+            "strategy": strategy, "sparsity": r, "fixed_sigma": sigma, "fitted_sigma": fitted_sigma,
+            "evidence_sigma": delta ** -0.5, "fair": fair,
+            "log_bf_paper": paper_a[sigma].log_posterior - paper_b[sigma].log_posterior,
+            "log_bf_paper_fitted": paper_a[fitted_sigma].log_posterior - paper_b[fitted_sigma].log_posterior,
+            "log_bf_laplace": ev_a.log_evidence - ev_b.log_evidence,
+            "delta_fit": ev_a.log_likelihood - ev_b.log_likelihood,
+            "delta_penalty": ev_a.log_penalty - ev_b.log_penalty,
+            "delta_occam": ev_a.log_complexity - ev_b.log_complexity,
+            "params_before": ev_b.n_params, "params_after": ev_a.n_params,
+        })
     return pd.DataFrame(rows)
 
 
