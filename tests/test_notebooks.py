@@ -50,6 +50,9 @@ def _check_01(r, p):
         assert abs(row["sparsity_after_retrain"] - row["sparsity"]) < 0.005  # masks held through retraining
     assert r["torch_prune_same"] is True
     assert r["raw_prune_same"] is True  # torch's l1_unstructured zeroes the weights our magnitude mask does
+    for target in r["collapsed"]:  # the sentence "both are within 0.05 of chance" holds for every sparsity it names
+        assert all(x["test_acc"] < 0.15 for x in r["one_shot"] if x["target"] == float(target)
+                   and x["strategy"] in ("magnitude", "random"))
 
 
 def _check_02(r, p):
@@ -88,6 +91,12 @@ def _check_02(r, p):
     # one-shot with persistent masks: every step after the first has log BF exactly 0
     assert r["one_shot_later_log_bfs"] and all(v == 0.0 for v in r["one_shot_later_log_bfs"])
     assert set(r["exercises"]) == {"1", "2", "3", "4"}
+    # section 9b: the gated training loop written out makes bp.train's decisions, and (as its text says) at
+    # loop_sigma it refuses a step and accepts a later one
+    loop = r["loop"]
+    assert r["loop_same"] is True and len(loop) == p.get("loop_epochs", 10)
+    kept = [x["ours pruned"] for x in loop]
+    assert any(a is False and True in kept[i + 1:] for i, a in enumerate(kept))
 
 
 def _check_03(r, p):
@@ -262,6 +271,9 @@ def _check_08(r, p):
     kept = [ex3[k]["kept"] for k in sorted(ex3, key=float)]
     assert kept == sorted(kept, reverse=True)
     assert set(r["exercises"]) == {"1", "2", "3", "4"}
+    top = mag.loc[max(p["sparsities"])]  # section 5's line: whether the sparsest model is at chance, and the last useful one
+    assert r["payoff_at_chance"] == bool(top["accuracy"] < 0.15)
+    assert mag.loc[r["best_useful"], "accuracy"] >= r["dense_test_acc"] - 0.05
 
 
 SMALL = {

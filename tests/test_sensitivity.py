@@ -80,3 +80,23 @@ def test_bad_input_names_what_is_allowed(trained):
         sens.prune_one_layer(model, "fc9.weight", 0.5)
     with pytest.raises(ValueError, match="sparsity of fc1.weight=1.0 is invalid"):
         sens.prune_one_layer(model, "fc1.weight", 1.0)
+
+
+def test_plot_sensitivity_draws_chance_where_asked(trained):
+    """The chance line sits at 1/classes, labelled, and only when asked for (notebook 08 asks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, data = trained
+    scan = sens.sensitivity_scan(model, data, [0.5, 0.99], split="test")
+    for chance in (None, 1 / data.num_classes):
+        fig = sens.plot_sensitivity(scan, 0.01, chance=chance)
+        lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+        labelled = [k for k in lines if k.startswith("chance")]
+        if chance is None:
+            assert not labelled
+        else:
+            assert labelled == ["chance = 0.10"] and list(lines[labelled[0]].get_ydata()) == [0.1, 0.1]
+        plt.close(fig)

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -60,6 +61,16 @@ def test_max_prunable_fraction_is_monotone_in_epsilon(digits):
     assert (loose["max_fraction"] == 0.7).all() and (loose["p_lower"] >= 0.8).all() and (loose["within"] == n).all()
     assert loose["refused_rate"].isna().all()
     assert theory.hoeffding_masks(0.05, 0.05) == int(np.ceil(np.log(40) / 0.005))
+
+
+def test_max_prunable_fraction_with_progress_gives_the_same_table(digits):
+    """The progress bar only watches: the same masks, the same bound."""
+    net = theory.make_net("fcn", 16, (1, 8, 8), 10, seed=0)
+    x = digits.x_test[:32]
+    kw = dict(epsilon=0.5, delta=0.2, rates=(0.1, 0.3), n_masks=14)
+    quiet = theory.max_prunable_fraction(net, x, **kw)
+    shown = theory.max_prunable_fraction(net, x, progress=True, **kw)
+    pd.testing.assert_frame_equal(quiet, shown)
 
 
 def test_max_prunable_fraction_claims_nothing_it_did_not_show(digits):

@@ -112,8 +112,11 @@ def kept_weights(scan: pd.DataFrame, sparsities: Mapping[str, float]) -> int:
     return int(sum(int(n[k]) - int(round(int(n[k]) * float(r))) for k, r in sparsities.items()))
 
 
-def plot_sensitivity(scan: pd.DataFrame, max_drop: Optional[float] = None, ax=None):
-    """Accuracy against each layer's sparsity, one line per layer (the lab's figure); returns the figure."""
+def plot_sensitivity(scan: pd.DataFrame, max_drop: Optional[float] = None, ax=None, chance: Optional[float] = None):
+    """Accuracy against each layer's sparsity, one line per layer (the lab's figure); returns the figure.
+
+    ``chance`` (1 / classes) draws the level of a collapsed network, so a layer that falls there reads as broken.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -124,6 +127,8 @@ def plot_sensitivity(scan: pd.DataFrame, max_drop: Optional[float] = None, ax=No
     ax.axhline(dense, color="black", lw=0.8, ls=":", label="dense")
     if max_drop is not None:
         ax.axhline(dense - max_drop, color="grey", lw=0.8, ls="--", label=f"dense - {max_drop:g}")
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="-.", label=f"chance = {chance:.2f}")
     ax.set(xlabel="sparsity of this layer (the others dense)", ylabel="accuracy",
            title="Sensitivity scan: one layer pruned at a time")
     ax.legend(fontsize=8)

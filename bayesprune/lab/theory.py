@@ -227,6 +227,7 @@ def max_prunable_fraction(
     rescale: bool = True,
     seed: int = 0,
     confidence: float = 0.95,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Per layer (the others untouched): the largest rate *shown* to keep the output within epsilon
     with probability at least 1 - delta.
@@ -241,11 +242,16 @@ def max_prunable_fraction(
     Columns: ``max_fraction`` (0.0 if no rate was shown), ``within``/``masks``, ``p_hat`` and
     ``p_lower`` at that rate (NaN if none was shown: nothing is claimed where nothing was shown),
     and ``refused_rate``/``refused_p_hat``/``refused_p_lower``: the first rate that failed (NaN if
-    every rate passed).
+    every rate passed).  ``progress`` shows a tqdm bar over the layers (seconds each on a busy CPU).
     """
     rows = []
     params = prunable_parameters(model)
-    for layer in params:
+    layers = list(params)
+    if progress:
+        from tqdm.auto import tqdm
+
+        layers = tqdm(layers, desc="layers", leave=False)
+    for layer in layers:
         best = {"max_fraction": 0.0, "within": math.nan, "p_hat": math.nan, "p_lower": math.nan}
         refused = {"refused_rate": math.nan, "refused_p_hat": math.nan, "refused_p_lower": math.nan}
         for rate in sorted(rates):
