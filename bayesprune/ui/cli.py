@@ -36,7 +36,7 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from ..core.config import PAPER_METHODS, RunConfig, config_fields, field_choices, field_type, is_optional
+from ..core.config import PAPER_METHODS, PRESETS, RunConfig, config_fields, field_choices, field_type, is_optional
 from ..core.registry import methods
 
 
@@ -103,7 +103,14 @@ def config_from_args(ns: argparse.Namespace, skip: Sequence[str] = ()) -> RunCon
     values = {k: v for k, v in vars(ns).items() if k in names}
     if "fcn_hidden" in values:
         values["fcn_hidden"] = tuple(values["fcn_hidden"])
-    return RunConfig(**values)
+    return RunConfig.preset(getattr(ns, "preset", "paper"), **values)
+
+
+def _add_preset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=list(PRESETS), default="paper",
+                        help="a named recipe the other flags change: paper (RunConfig's defaults) or bayesian "
+                             "(MAP training, gradual, the posterior criterion, the Laplace evidence as an immediate "
+                             "gate that chooses the final sparsity) (default: paper)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep}")
     p = sub.add_parser("train", help="train one run (default: digits, fcn, bayes-magnitude, 90%%)")
     add_config_arguments(p)
+    _add_preset(p)
     p.add_argument("--out", default=None, help="write config.json, history.csv, summary.json, model.pt and "
                    "curves.png to this new folder (written atomically)")
     p.add_argument("--overwrite", action="store_true",
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a resumable grid of methods x sparsities x seeds")
     add_config_arguments(s, skip=("method", "sparsity", "seed"))
+    _add_preset(s)
     s.add_argument("--methods", nargs="+", choices=methods(), default=list(PAPER_METHODS),
                    help="methods (default: the paper's five)")
     s.add_argument("--sparsities", nargs="+", type=parse_fraction, default=[0.25, 0.5, 0.75, 0.9, 0.99],
