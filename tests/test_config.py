@@ -242,7 +242,12 @@ def test_changes_override_the_preset_and_are_validated_with_it():
     assert cfg.method == "bayes-obs" and cfg.bayes_factor == "laplace"  # the rest of the recipe stays
     assert cfg == RunConfig(**{**BAYESIAN_RECIPE, "dataset": "synthetic", "sparsity": 0.9, "scope": "layer",
                                "epochs": 6})
-    with pytest.raises(ValueError, match="prune_start_epoch"):  # the preset starts pruning at epoch 3
-        RunConfig.preset("bayesian", epochs=2)
+    # the preset starts pruning at epoch 3; a shorter run starts on its last epoch, unless told otherwise
+    assert [RunConfig.preset("bayesian", epochs=e).prune_start_epoch for e in (1, 2, 3, 6)] == [1, 2, 3, 3]
+    assert RunConfig.preset("bayesian", epochs=6, prune_start_epoch=5).prune_start_epoch == 5
+    with pytest.raises(ValueError, match=r"RunConfig.prune_start_epoch=3 is invalid"):
+        RunConfig.preset("bayesian", epochs=2, prune_start_epoch=3)
+    with pytest.raises(ValueError, match=r"RunConfig.epochs=0 is invalid"):
+        RunConfig.preset("bayesian", epochs=0)
     with pytest.raises(ValueError, match=r"RunConfig.sparsity=1.5"):
         RunConfig.preset("bayesian", sparsity=1.5)

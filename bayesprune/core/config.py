@@ -205,10 +205,19 @@ class RunConfig:
         """A named recipe (:data:`PRESETS`) with ``changes`` on top: ``RunConfig.preset("bayesian", dataset="mnist")``.
 
         ``RunConfig()`` itself stays the paper's setting; a preset is only a documented set of fields.
+        The one adjustment: a preset's ``prune_start_epoch`` is capped at ``epochs`` when ``changes`` shorten the
+        run without naming a start of their own, so ``--preset bayesian --epochs 1`` is a valid (pruning) run;
+        an explicit ``prune_start_epoch`` is taken as given and validated as usual.
         """
         if name not in PRESETS:
             _fail("preset", name, ", ".join(PRESETS))
-        return cls(**{**PRESETS[name], **changes})
+        recipe = PRESETS[name]
+        fields = {**recipe, **changes}
+        epochs = fields.get("epochs")
+        if ("prune_start_epoch" in recipe and "prune_start_epoch" not in changes and isinstance(epochs, int)
+                and not isinstance(epochs, bool) and epochs >= 1):
+            fields["prune_start_epoch"] = min(recipe["prune_start_epoch"], epochs)
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
