@@ -200,3 +200,54 @@ def test_public_api_names():
     for name in ["RunConfig", "train", "RunResult", "prune_magnitude", "prune_random", "sparsity",
                  "layer_sparsity", "log_prior", "log_likelihood"]:
         assert hasattr(bp, name)
+
+
+#: The ``bayesian`` preset as the README documents it ("The first command"), field by field.
+BAYESIAN_RECIPE = dict(method="bayes-obs", train_prior="map", prior_fit="marglik", schedule="gradual", scope="global",
+                       bayes_factor="laplace", gate="immediate", final_prune="gate", sparsity=0.99, prior_sigma=0.3,
+                       prune_start_epoch=3)
+
+
+def test_the_bayesian_preset_is_the_documented_recipe_and_nothing_else():
+    cfg = RunConfig.preset("bayesian")
+    assert cfg == RunConfig(**BAYESIAN_RECIPE)
+    assert cfg.identity() == BAYESIAN_RECIPE  # every field it sets differs from the default, no other field does
+    assert cfg.is_bayesian and cfg.prune_kind == "obs"
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # it validates on the way back in
+
+
+def test_runconfig_defaults_stay_the_papers_setting():
+    assert RunConfig.preset("paper") == RunConfig()
+    cfg = RunConfig()
+    assert (cfg.method, cfg.sparsity, cfg.schedule, cfg.gate, cfg.final_prune) == (
+        "bayes-magnitude", 0.9, "one-shot", "paper", "target")
+    assert (cfg.bayes_factor, cfg.train_prior, cfg.prior_fit, cfg.prior_sigma, cfg.scope) == (
+        "posterior", "none", "fixed", 0.03, "layer")
+    assert cfg.key() == PINNED_KEYS["default"][1]
+
+
+def test_an_unknown_preset_names_the_field_the_value_and_the_allowed_names():
+    from bayesprune.core.config import PRESETS
+
+    with pytest.raises(ValueError) as err:
+        RunConfig.preset("bayes", epochs=3)
+    msg = str(err.value)
+    assert "RunConfig.preset='bayes'" in msg
+    assert all(name in msg for name in PRESETS) and {"paper", "bayesian"} <= set(PRESETS)
+
+
+def test_changes_override_the_preset_and_are_validated_with_it():
+    cfg = RunConfig.preset("bayesian", dataset="synthetic", sparsity=0.9, scope="layer", epochs=6)
+    assert (cfg.dataset, cfg.sparsity, cfg.scope, cfg.epochs) == ("synthetic", 0.9, "layer", 6)
+    assert cfg.method == "bayes-obs" and cfg.bayes_factor == "laplace"  # the rest of the recipe stays
+    assert cfg == RunConfig(**{**BAYESIAN_RECIPE, "dataset": "synthetic", "sparsity": 0.9, "scope": "layer",
+                               "epochs": 6})
+    # the preset starts pruning at epoch 3; a shorter run starts on its last epoch, unless told otherwise
+    assert [RunConfig.preset("bayesian", epochs=e).prune_start_epoch for e in (1, 2, 3, 6)] == [1, 2, 3, 3]
+    assert RunConfig.preset("bayesian", epochs=6, prune_start_epoch=5).prune_start_epoch == 5
+    with pytest.raises(ValueError, match=r"RunConfig.prune_start_epoch=3 is invalid"):
+        RunConfig.preset("bayesian", epochs=2, prune_start_epoch=3)
+    with pytest.raises(ValueError, match=r"RunConfig.epochs=0 is invalid"):
+        RunConfig.preset("bayesian", epochs=0)
+    with pytest.raises(ValueError, match=r"RunConfig.sparsity=1.5"):
+        RunConfig.preset("bayesian", sparsity=1.5)

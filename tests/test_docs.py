@@ -83,3 +83,31 @@ def test_a_missing_or_outside_file_is_an_error(tmp_path, rel):
     _tree(tmp_path, f"<!-- include: {rel} -->\n<!-- end include -->\n")
     with pytest.raises(sync.IncludeError, match=re.escape(rel)):
         sync.drifted(tmp_path)
+
+
+def _first_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)\n```", readme, re.S)
+    return block[1].splitlines()
+
+
+def test_the_readmes_first_command_installs_and_runs_the_bayesian_preset():
+    """The README's first line is install && train --preset bayesian, parsed by the real CLI parser."""
+    import shlex
+
+    from bayesprune.core.config import RunConfig
+    from bayesprune.ui import cli
+
+    install, train = _first_commands()[0].split(" && ")
+    assert install == "pip install -r requirements.txt"
+    argv = shlex.split(train)
+    assert argv[:3] == ["python", "-m", "bayesprune"]
+    ns = cli.build_parser().parse_args(argv[3:])
+    assert ns.command == "train" and cli.config_from_args(ns) == RunConfig.preset("bayesian")
+    assert RunConfig.preset("bayesian") != RunConfig()  # the first run is not the paper's default
+
+
+def test_ci_runs_the_readmes_test_command():
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    commands = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert _first_commands()[1] == commands[-1] == "pytest"

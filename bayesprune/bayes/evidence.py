@@ -629,6 +629,30 @@ class Curvature:
         w = self.weights if vec is None else self.weights[vec]
         return int(w.numel()), float((w - prior_mean).square().sum())
 
+    # -------------------------------------------------------------- the posterior
+    def posterior_variance(self, prior_precision: float) -> dict[str, torch.Tensor]:
+        """The diagonal of the Laplace posterior covariance, Sigma = (H + delta I)^-1, per parameter tensor.
+
+        ``diag``: 1 / (h + delta), exact for that approximation.  ``full``: the diagonal of the
+        dense inverse.  ``kron``: per layer, the diagonal of (G (x) A + delta I)^-1 from the two
+        eigendecompositions, (Q_G o Q_G) [1 / (g a^T + delta)] (Q_A o Q_A)^T (the same sum the
+        Schur bound uses); a dense block (a bias) as under ``full``.  Every trainable parameter
+        is a parameter here, pruned ones included (they sit at 0).  float64, shaped as the parameter.
+        """
+        delta = _check_precision(prior_precision)
+        if self.structure == "diag":
+            flat = (self._diag + delta).reciprocal()
+        else:
+            parts = []
+            for block in self._blocks:
+                if isinstance(block, _KronBlock):
+                    E = torch.outer(block.G.values, block.A.values) + delta
+                    parts.append((block.G.vectors2 @ E.reciprocal() @ block.A.vectors2.T).flatten())
+                else:
+                    parts.append(block.H.vectors2 @ (block.H.values + delta).reciprocal())
+            flat = torch.cat(parts)
+        return {name: flat[self._slices[name]].reshape(shape) for name, shape in zip(self.names, self.shapes)}
+
     # -------------------------------------------------------------- evidence
     def log_evidence(self, prior_precision: float, prior_mean: float = 0.0, mask: Optional[Mask] = None) -> EvidenceTerms:
         """log Z of the model whose parameters are the kept entries of ``mask`` (None: all).

@@ -32,6 +32,7 @@ from .pruning import Mask, apply_mask, num_to_prune, prunable_parameters, prunin
 from .registry import CRITERIA
 
 if TYPE_CHECKING:
+    from .config import RunConfig
     from .data import TensorDataset
 
 Scores = dict[str, torch.Tensor]
@@ -48,6 +49,10 @@ class ScoreContext:
     generator: Optional[torch.Generator] = None  #: seeded, for criteria that draw (CPU generator)
     data: Optional["TensorDataset"] = None  #: the training data, for criteria that need gradients or curvature
     extra: dict[str, Any] = field(default_factory=dict)  #: anything else a caller hands to its own criterion
+    #: the precision delta = 1/sigma^2 of the run's Gaussian weight prior now (the MAP prior's sigma, refitted
+    #: under prior_fit="marglik"; else 1/prior_sigma^2); None outside a run, or where the gate fits it per step
+    prior_precision: Optional[float] = None
+    config: Optional["RunConfig"] = None  #: the run's config (curvature settings, seed), None outside a run
 
 
 def scores_function(criterion: Union[str, Criterion]) -> Callable[[nn.Module, ScoreContext], Mapping[str, torch.Tensor]]:
@@ -169,11 +174,14 @@ def compute_mask(
     biases: bool = False,
     skip: Sequence[str] = (),
     data: Optional["TensorDataset"] = None,
+    prior_precision: Optional[float] = None,
+    config: Optional["RunConfig"] = None,
 ) -> Mask:
     """The mask ``criterion`` gives every pruning target (see :func:`~bayesprune.core.pruning.pruning_targets`).
 
     ``criterion``: a registered name (``"magnitude"``, ``"random"``, ``"neuron"``, ...) or a
     scores function.  Weights that are zero now stay pruned and count towards the target.
+    ``data``, ``prior_precision`` and ``config`` go to the criterion in its :class:`ScoreContext`.
     """
     fn = scores_function(criterion)
     if not 0.0 <= float(sparsity) < 1.0:
@@ -181,7 +189,8 @@ def compute_mask(
     if scope not in ("layer", "global"):
         raise ValueError(f"scope={scope!r} is invalid: allowed layer, global")
     targets = pruning_targets(model, biases, skip)
-    ctx = ScoreContext(targets, float(sparsity), scope, generator, data)
+    ctx = ScoreContext(targets, float(sparsity), scope, generator, data, prior_precision=prior_precision,
+                       config=config)
     scores = dict(fn(model, ctx))
     if set(scores) != set(targets):
         raise ValueError(f"criterion {criterion!r} scored {sorted(scores)}: allowed exactly the targets "

@@ -358,6 +358,15 @@ def _newly_pruned(model: nn.Module, candidate: Mask) -> int:
     return sum(int(((params[k] != 0) & ~m.bool()).sum()) for k, m in candidate.items())
 
 
+def current_prior_precision(state: PruneState) -> Optional[float]:
+    """delta = 1/sigma^2 of the run's prior now, for the criterion: the MAP prior's (refitted under
+    ``prior_fit="marglik"``), the fixed ``prior_sigma``'s, or None where the gate fits delta afresh at every
+    step (``prior_fit="marglik"`` without MAP training): a criterion that needs it then fits it the same way."""
+    if state.prior is not None:
+        return state.prior.sigma ** -2
+    return None if state.cfg.prior_fit == "marglik" else state.cfg.prior_sigma ** -2
+
+
 def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
     """One epoch's pruning step: propose (schedule), measure both sides, let the gate decide.
 
@@ -381,7 +390,8 @@ def prune_step(model: nn.Module, state: PruneState, epoch: int) -> StepRecord:
         snap = _snapshot(model, state.optimizer, with_optimizer=finetune > 0) if may_reject else None
         criterion = state.criterion if state.criterion is not None else cfg.prune_kind
         candidate = compute_mask(model, criterion, proposal, cfg.scope, state.g_prune,
-                                 biases=cfg.prune_biases, skip=_targets_skip(cfg, model), data=state.data)
+                                 biases=cfg.prune_biases, skip=_targets_skip(cfg, model), data=state.data,
+                                 prior_precision=current_prior_precision(state), config=cfg)
         if finetune > 0 and _newly_pruned(model, candidate) > 0:  # Laplace: both sides near a mode, trained alike
             before = state.evaluator.terms(matched_finetune(model, state, candidate, finetune), state.mask)
         else:

@@ -36,8 +36,11 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from ..core.config import PAPER_METHODS, RunConfig, config_fields, field_choices, field_type, is_optional
+from ..core.config import PAPER_METHODS, PRESETS, RunConfig, config_fields, field_choices, field_type, is_optional
 from ..core.registry import methods
+
+#: ``sweep``'s targets where the preset names none: the paper's Table 1 columns.
+PAPER_SPARSITIES = (0.25, 0.5, 0.75, 0.9, 0.99)
 
 
 def _optional_int(text: str) -> Optional[int]:
@@ -103,7 +106,14 @@ def config_from_args(ns: argparse.Namespace, skip: Sequence[str] = ()) -> RunCon
     values = {k: v for k, v in vars(ns).items() if k in names}
     if "fcn_hidden" in values:
         values["fcn_hidden"] = tuple(values["fcn_hidden"])
-    return RunConfig(**values)
+    return RunConfig.preset(getattr(ns, "preset", "paper"), **values)
+
+
+def _add_preset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=list(PRESETS), default="paper",
+                        help="a named recipe the other flags change: paper (RunConfig's defaults) or bayesian "
+                             "(MAP training, gradual, the posterior criterion, the Laplace evidence as an immediate "
+                             "gate that chooses the final sparsity) (default: paper)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep}")
     p = sub.add_parser("train", help="train one run (default: digits, fcn, bayes-magnitude, 90%%)")
     add_config_arguments(p)
+    _add_preset(p)
     p.add_argument("--out", default=None, help="write config.json, history.csv, summary.json, model.pt and "
                    "curves.png to this new folder (written atomically)")
     p.add_argument("--overwrite", action="store_true",
@@ -122,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a resumable grid of methods x sparsities x seeds")
     add_config_arguments(s, skip=("method", "sparsity", "seed"))
-    s.add_argument("--methods", nargs="+", choices=methods(), default=list(PAPER_METHODS),
-                   help="methods (default: the paper's five)")
-    s.add_argument("--sparsities", nargs="+", type=parse_fraction, default=[0.25, 0.5, 0.75, 0.9, 0.99],
+    _add_preset(s)
+    s.add_argument("--methods", nargs="+", choices=methods(), default=None,
+                   help="methods (default: the preset's method, so the paper's five with --preset paper and "
+                        "bayes-obs with --preset bayesian)")
+    s.add_argument("--sparsities", nargs="+", type=parse_fraction, default=None,
                    help="target sparsities as fractions (0.9) or percentages with %% (90%%) (default: 0.25 0.5 "
-                        "0.75 0.9 0.99)")
+                        "0.75 0.9 0.99 with --preset paper; the preset's ceiling, 0.99, with --preset bayesian)")
     s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
     s.add_argument("--out", required=True, help="sweep folder (runs/, results.csv, table1.md, plots)")
     s.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1: in-process)")
@@ -268,7 +281,10 @@ def run_sweep(ns: argparse.Namespace) -> int:
     base = config_from_args(ns, skip=("method", "sparsity", "seed"))
     if ns.workers < 1:
         raise ValueError(f"--workers={ns.workers} is invalid: allowed an integer >= 1")
-    configs = grid(base, ns.methods, ns.sparsities, ns.seeds)  # each config validated here
+    recipe = PRESETS[ns.preset]
+    methods_ = ns.methods or ([recipe["method"]] if "method" in recipe else list(PAPER_METHODS))
+    sparsities = ns.sparsities or ([recipe["sparsity"]] if "sparsity" in recipe else list(PAPER_SPARSITIES))
+    configs = grid(base, methods_, sparsities, ns.seeds)  # each config validated here
     base.resolved_device()
     with sweep_lock(ns.out):  # the folder is writable and ours before anything starts
         load_dataset(base)  # fail fast, with the clear message, before any worker starts
