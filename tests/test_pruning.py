@@ -4,6 +4,7 @@ from torch import nn
 
 import bayesprune as bp
 from bayesprune.core.criteria import magnitude_mask, random_mask
+from bayesprune.core.data import TensorDataset
 from bayesprune.core.pruning import num_to_prune
 
 
@@ -97,8 +98,12 @@ def test_global_magnitude_ranks_across_layers():
 def test_global_scope_works_for_every_criterion_and_counts_all_targets():
     net = _net()
     n = sum(w.numel() for w in bp.prunable_parameters(net).values())
+    torch.manual_seed(1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 3, (32,))
+    data = TensorDataset("tiny", x, y, x[:4], y[:4], 3)  # for criteria that read the data (obs: its curvature)
     for criterion in bp.CRITERIA:
-        mask = bp.compute_mask(net, criterion, 0.5, scope="global", generator=torch.Generator().manual_seed(0))
+        mask = bp.compute_mask(net, criterion, 0.5, scope="global", generator=torch.Generator().manual_seed(0),
+                               data=data, prior_precision=1.0)
         assert set(mask) == set(bp.prunable_parameters(net))
         if criterion != "neuron":  # one score per weight: exactly round(n r) of all weights go
             assert mask.num_pruned == round(n * 0.5), criterion
