@@ -8,6 +8,7 @@ subpackage (``bayesprune.core``, ``bayes``, ``engine``, ``runs``, ``analysis``, 
 """
 
 from .analysis import stats
+from .analysis.decisions import decision_story, gate_decisions
 from .analysis.report import (
     format_table1,
     paper_table1,
@@ -79,7 +80,7 @@ __version__ = "0.2.0"
 __all__ = [
     # a run
     "RunConfig", "train", "RunResult", "StopTraining", "TrainingDiverged", "TrainingInterrupted", "EpochCallback",
-    "build_run", "save_run", "plot_curves", "CHOICES", "BOUNDS", "PAPER_METHODS", "methods",
+    "build_run", "save_run", "plot_curves", "gate_decisions", "decision_story", "CHOICES", "BOUNDS", "PAPER_METHODS", "methods",
     # extension points
     "CRITERIA", "GATES", "BAYES_FACTORS", "MODELS", "DATASETS", "ScoreContext", "mask_from_scores",
     # sweeps and Table 1

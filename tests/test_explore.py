@@ -46,3 +46,66 @@ def test_notebook_02s_terms_are_the_gates_terms(biases):
     rec = bp.prune_step(model, bp.gate_state(cfg, model, data), epoch=1)
     assert rec.pruned and t["log_bf"] == pytest.approx(rec.log_bf, rel=1e-12, abs=1e-9)
     assert t["log_prior_after"] == pytest.approx(rec.after.log_prior, rel=1e-12)
+
+
+# ------------------------------------------------------------------ notebook 02's helpers
+def test_weight_decay_check_matches_torch_weight_decay(trained):
+    from bayesprune.lab import explore
+
+    model, data = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wd = explore.weight_decay_check(model, data, 0.1)
+    assert wd["delta"] == pytest.approx(100.0) and wd["coefficient_on_mean_loss"] == pytest.approx(100.0 / data.n_train)
+    assert wd["prior_gradient_gap"] < 1e-12 and wd["sgd_step_gap"] < 1e-12 < wd["largest_step"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def _paper_step(model, x, y, n, r, sigma, beta, previous_log_bf):
+    """The paper's Algorithm 3 under our lagged reading, written independently of the package (as in notebook 02)."""
+    import math
+
+    from torch.nn import functional as F
+
+    def log_post(m):
+        with torch.no_grad():
+            ll = -F.cross_entropy(m(x).double(), y, reduction="sum").item() * n / len(x)
+            lp = sum(torch.distributions.Normal(0.0, sigma).log_prob(w.double()).sum().item()
+                     for w in bp.prunable_parameters(m).values())
+        return ll + lp
+
+    before = log_post(model)
+    if previous_log_bf is not None and not previous_log_bf > math.log(beta):
+        return False, 0.0
+    with torch.no_grad():
+        for w in bp.prunable_parameters(model).values():
+            w.view(-1)[w.abs().flatten().argsort()[:round(w.numel() * r)]] = 0.0
+    return True, log_post(model) - before
+
+
+def test_algorithm_check_agrees_with_a_transcription_and_catches_a_wrong_one(trained):
+    from bayesprune.lab import explore
+
+    model, data = trained
+    cfg = bp.RunConfig(dataset="synthetic", fcn_hidden=(16, 8), method="bayes-magnitude", schedule="gradual",
+                       final_prune="gate", epochs=4, prune_end_epoch=4, sparsity=0.9)
+    for sigma in (0.03, 3.0):
+        steps = explore.algorithm_check(_paper_step, model, data, cfg.replace(prior_sigma=sigma))
+        assert len(steps) == 4 and explore.algorithm_agrees(steps)
+
+    def always(model, x, y, n, r, sigma, beta, previous_log_bf):  # ignores line 4: never skips
+        return _paper_step(model, x, y, n, r, sigma, beta, None)
+
+    wide = explore.algorithm_check(_paper_step, model, data, cfg.replace(prior_sigma=3.0))
+    assert not wide["package pruned"].all()  # sigma = 3 refuses: a gate that never skips must then disagree
+    assert not explore.algorithm_agrees(explore.algorithm_check(always, model, data, cfg.replace(prior_sigma=3.0)))
+
+
+def test_crossover_table_is_sigma_star(trained):
+    from bayesprune.lab import explore
+
+    model, data = trained
+    t = explore.crossover_table(model, data, [0.5, 0.9])
+    for r in (0.5, 0.9):
+        assert t.loc[r, "sigma*"] == pytest.approx(bp.sigma_crossover(model, data, "magnitude", r, bf_samples=None))
+        assert t.loc[r, "1/sigma*^2 = 2 x loss / S"] == pytest.approx(t.loc[r, "sigma*"] ** -2)

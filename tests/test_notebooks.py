@@ -49,6 +49,7 @@ def _check_01(r, p):
     for row in r["retrain"]:
         assert abs(row["sparsity_after_retrain"] - row["sparsity"]) < 0.005  # masks held through retraining
     assert r["torch_prune_same"] is True
+    assert r["raw_prune_same"] is True  # torch's l1_unstructured zeroes the weights our magnitude mask does
 
 
 def _check_02(r, p):
@@ -65,10 +66,25 @@ def _check_02(r, p):
     assert 64 in sizes and len(sizes) == 2
     assert math.isfinite(r["slider"]["log_bf"])
     # Algorithm 3 written out in the notebook makes the package's decisions, with the same Bayes factors
-    assert r["algorithm_same"] is True and len(r["algorithm"]) == 4
+    assert r["algorithm_same"] is True and len(r["algorithm"]) == 4 * len(p["compare_sigmas"])
     for row in r["algorithm"]:
         assert row["package pruned"] == row["ours pruned"]
         assert math.isclose(row["package log BF"], row["ours log BF"], rel_tol=1e-6, abs_tol=1e-3)
+    # the text: at sigma = 0.03 every step is accepted, at 0.3 a negative log BF makes later steps skip (a refusal)
+    steps = {s: [x for x in r["algorithm"] if x["sigma"] == s] for s in p["compare_sigmas"]}
+    assert all(x["package pruned"] for x in steps[0.03])
+    assert r["skipped"] and {x["sigma"] for x in r["skipped"]} == {0.3}
+    first_skip = min(x["epoch"] for x in r["skipped"])
+    assert [x for x in steps[0.3] if x["epoch"] == first_skip - 1][0]["package log BF"] < 0
+    side = {x["sigma"]: x for x in r["side_by_side"]}
+    assert side[0.03]["opens"] is True and side[0.3]["opens"] is False  # section 3's side-by-side
+    assert math.isclose(side[0.03]["fit_loss"], side[0.3]["fit_loss"])  # the fit does not depend on sigma
+    assert math.isclose(side[0.03]["prior_gain"], 100 * side[0.3]["prior_gain"], rel_tol=1e-9)
+    # Gaussian prior = weight decay delta = 1/sigma^2, against torch's own weight_decay
+    wd = r["weight_decay"]
+    assert wd["prior_gradient_gap"] < 1e-9 and wd["sgd_step_gap"] < 1e-9 < wd["largest_step"]
+    for row in r["cross"]:  # 1/sigma*^2 is 2 x the fit's loss / S, as the column says
+        assert math.isclose(row["1/sigma*^2 = 2 x loss / S"], row["sigma*"] ** -2, rel_tol=1e-9)
     # one-shot with persistent masks: every step after the first has log BF exactly 0
     assert r["one_shot_later_log_bfs"] and all(v == 0.0 for v in r["one_shot_later_log_bfs"])
     assert set(r["exercises"]) == {"1", "2", "3", "4"}
@@ -93,12 +109,19 @@ def _check_03(r, p):
     curves = {k: [row["sparsity"] for row in h] for k, h in r["histories"].items()}
     assert len({tuple(c) for c in curves.values()}) == 2
     assert "error" not in r["status"]
+    # what the text states: at the defaults the gate stops below the target, and each decision is told
+    assert r["below_target"] == {bayes["index"]: True} and bayes["final sparsity"] < p["sparsity"] - 0.005
+    story = r["stories"][bayes["index"]]
+    assert story and all(s.startswith("epoch") for s in story)
+    assert sum(" accepted" in s for s in story) == bayes["steps accepted"]
+    assert len(set(r["exercises"]["1"].values())) > 1  # exercise 1: beta moves where the gate stops
 
 
 def _check_04(r, p):
     n_pruned = len(p["seeds"]) * 4 * len(p["sparsities"])
     n = len(p["seeds"]) + 2 * n_pruned  # the unpruned baseline once per seed, then each schedule
-    assert r["stats"]["total"] == n and r["stats"]["completed"] == n and r["stats"]["failed"] == 0
+    assert r["stats"]["total"] == n and r["stats"]["completed"] + r["stats"]["skipped"] == n
+    assert r["stats"]["failed"] == 0 and len(r["results"]) == n  # the grid's runs, not every run in out_dir
     assert set(r["tables"]) == {"one-shot", "gradual"}
     for t in r["tables"].values():
         assert len(t) == len(p["sparsities"])
@@ -132,6 +155,14 @@ def _check_05(r, p):
     assert set(pd.DataFrame(r["independence"])["weights"]) == {"fresh", "trained", "trained, shuffled"}
     assert 1 <= len(r["widget"]) <= p["explorer_masks"] and "mask" in r["widget_status"]
     assert isinstance(r["findings"]["fcn_collapse"], bool)
+    verdicts = {v["claim"]: v["verdict"] for v in r["verdicts"]}  # section 7's table, computed from the runs
+    assert len(verdicts) == 6 and all(v.split(":")[0] in {"supported", "contradicted", "not shown (within the noise)",
+                                                          "not tested", "mixed"} for v in verdicts.values())
+    falls = r["findings"]["fcn_rescaled_falls_with_width"]  # the first row agrees with section 1's own sentences
+    first = next(v for k, v in verdicts.items() if k.startswith("random pruning, rescaled, fresh"))
+    assert (first == "supported") == all(falls.values())
+    ex3 = pd.DataFrame(r["exercises"]["3"])  # exercise 3 compares like with like: both strategies, fresh and trained
+    assert {"magnitude, fresh", "magnitude, trained", "random, fresh", "random, trained"} <= set(ex3.columns)
 
 
 def _check_06(r, p):
@@ -155,6 +186,12 @@ def _check_06(r, p):
         assert f["decided_something"] == bool((g[g["sigma"] == float(sigma)]["accepted"] <
                                                g[g["sigma"] == float(sigma)]["proposals"]).any())
     assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
+    vs = pd.DataFrame(r["vs_dense"])  # every ticket is compared with the dense network of its own seed
+    assert len(vs) == 3 * len(p["sparsities"])
+    for _, v in vs.iterrows():
+        mine = t[(t["sparsity"] == v["sparsity"]) & (t["start"] == v["start"])].sort_values("seed")
+        dense = [r["dense"][str(s)] for s in mine["seed"]]
+        assert math.isclose(v["minus dense"], float((mine["test_acc"] - dense).mean()), abs_tol=1e-9)
 
 
 def _check_07(r, p):
@@ -214,9 +251,9 @@ def _check_08(r, p):
 
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
-    "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3],
+    "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3], "compare_sigmas": [0.03, 0.3],
                                "sample_sizes": [64, None], "repeats": 2}, _check_02),
-    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 3, "auto_train": True, "sparsity": 0.9,
+    "03_bayesian_pruning_dashboard.ipynb": ({"epochs": 25, "auto_train": True, "sparsity": 0.9,
                                              "compare_methods": ["magnitude", "bayes-magnitude"]}, _check_03),
     "04_sparsity_sweep.ipynb": ({"epochs": 2, "seeds": [0], "sparsities": [0.5, 0.9]}, _check_04),
     "05_probabilistic_pruning_theory.ipynb": ({"n_inputs": 64, "widths": [16, 64], "cnn_widths": [4], "rates": [0.5],
@@ -256,14 +293,16 @@ def test_notebook_is_committed_clean(name):
     assert "what you will learn" in text and "summary" in text and "exercises" in text
 
 
-def _execute(name, tmp_path, env=None):
-    """Run a notebook with its small parameters; returns (results, params, executed notebook)."""
+def _execute(name, tmp_path, env=None, sweep_dir=None):
+    """Run a notebook with its small parameters; returns (results, params, executed notebook).
+
+    ``sweep_dir``: notebook 04's ``out_dir`` (default: a fresh folder in ``tmp_path``)."""
     import papermill as pm
 
     params, check = SMALL[name]
     params = dict(params, dataset="digits", results_path=str(tmp_path / "results.json"))
     if name.startswith("04"):
-        params["out_dir"] = str(tmp_path / "sweep")
+        params["out_dir"] = str(sweep_dir or tmp_path / "sweep")
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})  # the kernel inherits this process's environment
     try:
@@ -280,6 +319,28 @@ def _execute(name, tmp_path, env=None):
     results = json.loads((tmp_path / "results.json").read_text())
     check(results, params)
     return results, params, _read_notebook(tmp_path / name)
+
+
+def test_notebook_04_runs_twice_in_the_same_folder(tmp_path):
+    # Run All twice on one out_dir: the exercises store runs of other settings there (regrow=True, more
+    # sparsities), which once leaked into the second run's tables ("summarize(): ... mix regrow").
+    name, sweep = "04_sparsity_sweep.ipynb", tmp_path / "sweep"
+    for d in ("first", "second"):
+        (tmp_path / d).mkdir()
+    first, _, _ = _execute(name, tmp_path / "first", sweep_dir=sweep)
+    second, _, _ = _execute(name, tmp_path / "second", sweep_dir=sweep)
+    n = first["stats"]["total"]
+    assert first["stats"]["completed"] == n and (second["stats"]["completed"], second["stats"]["skipped"]) == (0, n)
+    assert len(_csv_rows(sweep / "results.csv")) > n  # the folder holds the exercises' runs too
+    assert second["tables"] == first["tables"] and second["verdicts"] == first["verdicts"]
+    assert second["exercises"]["1"]["completed"] == 0 and second["exercises"]["2"] == first["exercises"]["2"]
+
+
+def _csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _outputs_text(nb) -> str:

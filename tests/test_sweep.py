@@ -43,6 +43,26 @@ def test_sweep_runs_skips_and_stores_everything(tmp_path):
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes  # not recomputed
 
 
+def test_sweep_returns_the_requested_runs_not_the_whole_folder(tmp_path):
+    # Notebook 04's case: the main grid, then an exercise's extra runs (other settings) in the same folder,
+    # then the main grid again. Each call gets back exactly its own configs; results.csv lists them all.
+    main = bp.grid(BASE, methods=["none", "random"], sparsities=[0.5], seeds=[0])
+    extra = bp.grid(BASE.replace(regrow=True), methods=["random"], sparsities=[0.5, 0.9], seeds=[0])
+    first = bp.sweep(main, tmp_path, progress=False, log=lambda m: None)
+    assert set(first["key"]) == {c.key() for c in main}
+    second = bp.sweep(extra, tmp_path, progress=False, log=lambda m: None)
+    assert set(second["key"]) == {c.key() for c in extra} and second["regrow"].all()
+    again = bp.sweep(main, tmp_path, progress=False, log=lambda m: None)
+    assert sorted(again["key"]) == sorted(c.key() for c in main) and not again["regrow"].any()
+    assert again.attrs["stats"]["skipped"] == len(main) and again.attrs["stats"]["completed"] == 0
+    assert (again["test_accuracy"].tolist() == first.set_index("key").loc[again["key"], "test_accuracy"].tolist())
+    stored = pd.read_csv(tmp_path / "results.csv")
+    assert set(stored["key"]) == {c.key() for c in main + extra}
+    part = bp.sweep(main[:1], tmp_path, progress=False, log=lambda m: None)  # a subset of what is stored
+    assert list(part["key"]) == [main[0].key()]
+    assert bp.table1(again[again.method != "none"]).shape[0] == 1  # one setting: summarize does not refuse
+
+
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     good = BASE
     bad = BASE.replace(dataset="mnist", data_dir=str(tmp_path / "missing"))

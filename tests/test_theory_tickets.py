@@ -137,3 +137,61 @@ def test_ticket_needs_what_it_needs():
         tickets.ticket(net, mask, "reinit")
     with pytest.raises(ValueError, match="start='later'"):
         tickets.ticket(net, mask, "later")
+
+
+# ------------------------------------------------------------------ notebook 06's verdicts
+def _ticket_rows():
+    import pandas as pd
+
+    rows = []
+    for seed, dense in ((0, 0.95), (1, 0.96), (2, 0.97)):
+        for r, drop in ((0.5, 0.0), (0.9, 0.2)):
+            for start in ("rewind", "reinit"):
+                rows.append({"seed": seed, "sparsity": r, "start": start,
+                             "test_acc": dense - drop - (0.05 if start == "reinit" else 0.0) + 0.001 * seed})
+    return pd.DataFrame(rows), {0: 0.95, 1: 0.96, 2: 0.97}
+
+
+def test_compare_with_dense_is_the_paired_mean_difference():
+    t, dense = _ticket_rows()
+    vs = tickets.compare_with_dense(t, dense, n_test=1000).set_index(["sparsity", "start"])
+    assert vs.loc[(0.5, "rewind"), "minus dense"] == pytest.approx(0.001)
+    assert vs.loc[(0.9, "rewind"), "minus dense"] == pytest.approx(-0.199)
+    assert not vs.loc[(0.9, "rewind"), "within_noise"]
+    assert vs.loc[(0.5, "reinit"), "minus dense"] == pytest.approx(-0.049)
+
+
+def test_gate_verdicts_say_what_the_table_shows():
+    import pandas as pd
+
+    t, _ = _ticket_rows()
+    base = {"proposals": 4, "gate_sparsity": 0.4, "gated_run_acc": 0.9, "jaccard_kept": 0.8}
+    gate = pd.DataFrame(
+        [{"sigma": 0.03, "seed": s, "accepted": 4, "refused_epochs": [], **base,
+          "gated_ticket_acc": 0.93 + 0.01 * s, "one-shot_ticket_acc": 0.93 + 0.01 * s} for s in range(3)]
+        + [{"sigma": 0.2, "seed": s, "accepted": 2, "refused_epochs": [3, 4], **base,
+            "gated_ticket_acc": 0.95 + 0.01 * s, "one-shot_ticket_acc": 0.90 + 0.011 * s} for s in range(3)])
+    lines, found = tickets.gate_verdicts(gate, t, "0.96", n_test=1000, gate_target=0.9)
+    assert len(lines) == 2 and "decided nothing" in lines[0] and "the schedule's, not the gate's" in lines[0]
+    assert found[0.03]["decided_something"] is False and found[0.03]["within_noise"]
+    assert found[0.2]["decided_something"] is True and "first refusal in epoch 3" in lines[1]
+    assert found[0.2]["within_noise"] is False and "gated ticket is higher" in found[0.2]["verdict"]
+    # plain rewound tickets at 0.5 (0.95-0.97) are as good as the gated ones; at 0.9 (0.75-0.77) they are not
+    assert found[0.2]["plain_as_good_up_to"] == 0.5
+
+
+def test_verdicts_follow_the_differences():
+    from bayesprune.analysis.stats import difference
+
+    falls = difference([0.1, 0.11, 0.12], [0.5, 0.52, 0.49])
+    rises = difference([0.5, 0.52, 0.49], [0.1, 0.11, 0.12])
+    noise = difference([0.1, 0.5, 0.3], [0.3, 0.1, 0.5])
+    assert theory.trend_verdict(falls) == "supported" and theory.trend_verdict(rises) == "contradicted"
+    assert theory.trend_verdict(noise) == "not shown (within the noise)"
+    assert theory.combined_verdict(["supported"] * 3) == "supported"
+    assert theory.combined_verdict(["supported", "contradicted", "supported"]) == "mixed: contradicted 1x, supported 2x"
+    assert theory.combined_verdict([]) == "not tested"
+    table = theory.verdict_table([{"claim": "c", "shows": "s", "verdict": "mixed: supported 1x"}])
+    assert list(table.columns) == ["claim", "shows", "verdict"]
+    with pytest.raises(ValueError, match="verdict='probably'"):
+        theory.verdict_table([{"claim": "c", "shows": "s", "verdict": "probably"}])

@@ -90,18 +90,77 @@ def test_train_while_running_queues_and_stop_cancels_the_queue():
 
 def test_redraw_policy_follows_the_budget():
     cfg = bp.RunConfig(dataset="synthetic", epochs=6, fcn_hidden=(8,), method="none")
-    every = Dashboard(cfg, redraw_every=0.0, draw_budget=1e9)
+    every = Dashboard(cfg, redraw_every=0.0, draw_budget=1e9, every_epoch_up_to=0)
     every.train()
     assert every.draws == 6  # every epoch
-    final_only = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0)
+    final_only = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0, every_epoch_up_to=0)
     final_only.train()
     assert final_only.draws == 1 and len(final_only.runs) == 1
-    queue = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0)
+    short = Dashboard(cfg, draw_budget=0.0)  # the defaults: a short run redraws every epoch, whatever the budget
+    short.train()
+    assert short.draws == 6
+    queue = Dashboard(cfg, redraw_every=0.0, draw_budget=0.0, every_epoch_up_to=0)
     for method in ("none", "magnitude", "random"):
         queue.form.set(method=method)
         queue.button.click()
     queue.wait()
     assert len(queue.runs) == 3 and queue.draws <= 3
+
+
+def test_positive_fields_get_log_sliders_over_their_ui_range_and_beta_reaches_zero():
+    from bayesprune.core.config import BOUNDS, config_fields
+
+    form = ConfigControls(bp.RunConfig(prior_sigma=0.03, beta=1.0))
+    sigma = form.controls["prior_sigma"]
+    assert isinstance(sigma, widgets.FloatLogSlider)
+    assert (10 ** sigma.min, 10 ** sigma.max) == pytest.approx((1e-3, 10.0))  # prior_sigma's ui range
+    sigma.value = 0.003
+    assert form.config().prior_sigma == pytest.approx(0.003) and sigma.readout_format == ".3g"  # not "0.00"
+    for f in config_fields():  # every float field on (0, inf) or [0, inf) with a ui range slides on a log scale
+        lo, hi = BOUNDS.get(f.name, (None, None, 0, 0))[:2]
+        if f.metadata.get("widget") and lo is not None and lo >= 0 and "ui" in f.metadata and \
+                isinstance(getattr(bp.RunConfig(), f.name), float) and (hi is None or hi > 1):
+            c = form.controls[f.name]
+            assert isinstance(getattr(c, "slider", c), widgets.FloatLogSlider), f.name
+    beta = form.controls["beta"]
+    beta.value = 0
+    assert form.config().beta == 0.0 and beta.slider.disabled  # a log slider has no 0: the box gives exactly 0
+    beta.value = 1e-6  # outside the ui range: the range widens, the value is kept
+    assert form.config().beta == pytest.approx(1e-6) and not beta.slider.disabled
+    assert ConfigControls(bp.RunConfig(beta=0.0)).config().beta == 0.0
+
+
+def test_controls_that_do_not_apply_to_the_method_are_disabled():
+    form = ConfigControls(bp.RunConfig(method="bayes-magnitude"))
+    c = form.controls
+    assert not any(x.disabled for x in c.values())
+    c["method"].value = "magnitude"  # no gate: its controls are greyed out, the pruning ones stay
+    assert c["beta"].disabled and c["prior_sigma"].disabled and c["gate"].disabled and c["likelihood"].disabled
+    assert not c["sparsity"].disabled and not c["schedule"].disabled and not c["final_prune"].disabled
+    c["method"].value = "none"  # the baseline: no target, no schedule
+    assert c["sparsity"].disabled and c["schedule"].disabled and c["regrow"].disabled
+    assert not c["epochs"].disabled and not c["seed"].disabled and not c["dataset"].disabled
+    c["method"].value = "bayes-random"
+    assert not any(x.disabled for x in c.values())
+
+
+def test_the_live_figure_is_plot_curves(monkeypatch):
+    from bayesprune.runs import plots
+
+    calls = []
+    real = plots.plot_curves
+
+    def spy(*a, **k):
+        calls.append(k.get("ax"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(plots, "plot_curves", spy)
+    dash = Dashboard(bp.RunConfig(dataset="synthetic", epochs=3, fcn_hidden=(8,), method="bayes-magnitude",
+                                  schedule="gradual", gate="immediate", sparsity=0.5))
+    dash.train()
+    assert dash.draws == 3 and len(calls) == 3  # every draw goes through plot_curves ...
+    assert len({tuple(map(id, ax)) for ax in calls}) == 1 and len(calls[0]) == 4  # ... on the same four axes
+    assert dash._fig.ax_bf.get_yscale() == "symlog"
 
 
 def test_dashboard_shows_errors_instead_of_swallowing_them(tmp_path):

@@ -183,15 +183,22 @@ def width_experiment(
     n_nets: int = 1,
     seed: int = 0,
     nets: Optional[dict[int, nn.Module]] = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Distance distribution vs width and rate: one row per (net, mask).
+
+    ``progress`` shows a tqdm bar over the widths (the widest take most of the time).
 
     ``nets`` (width -> model) lets you pass trained networks instead of fresh ones.  Besides the
     columns of :func:`measure_masks`, each row has the original's ``output_norm`` (mean ||f(x)||)
     and ``bias_norm`` (||b|| of the last layer).
     """
     rows = []
-    rates = list(rates)
+    rates, widths = list(rates), list(widths)
+    if progress:
+        from tqdm.auto import tqdm
+
+        widths = tqdm(widths, desc=f"{kind} widths", leave=False)
     for width in widths:
         for net_i in range(n_nets):
             net = nets[width] if nets is not None else make_net(kind, width, x.shape[1:], num_classes, seed + net_i)
@@ -257,3 +264,33 @@ def max_prunable_fraction(
 def hoeffding_masks(delta: float, tolerance: float) -> int:
     """Masks needed so the empirical probability is within ``tolerance`` w.p. 1-delta (Hoeffding)."""
     return int(math.ceil(math.log(2.0 / delta) / (2.0 * tolerance**2)))
+
+
+def trend_verdict(diff) -> str:
+    """A claim "the distance falls" (``diff`` = later minus earlier): supported, contradicted, or not shown."""
+    if diff.within_noise:
+        return "not shown (within the noise)"
+    return "supported" if diff.mean < 0 else "contradicted"
+
+
+def combined_verdict(verdicts: Iterable[str]) -> str:
+    """One verdict for several measurements of one claim: the common one, or ``mixed: ...`` naming each."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return "not tested"
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return "mixed: " + ", ".join(f"{v} {verdicts.count(v)}x" for v in sorted(set(verdicts)))
+
+
+def verdict_table(entries: Sequence[dict]) -> pd.DataFrame:
+    """Notebook 05's closing table: one row per claim with what the runs showed and the verdict.
+
+    Each entry is ``{"claim": str, "shows": str, "verdict": str}``; verdicts are one of supported,
+    contradicted, not shown (within the noise), not tested, or mixed (see :func:`combined_verdict`).
+    """
+    allowed = ("supported", "contradicted", "not shown (within the noise)", "not tested", "mixed: ")
+    for e in entries:
+        if not any(e["verdict"] == a or (a.endswith(": ") and e["verdict"].startswith(a)) for a in allowed):
+            raise ValueError(f"verdict={e['verdict']!r} is invalid: allowed {', '.join(allowed)}")
+    return pd.DataFrame(list(entries), columns=["claim", "shows", "verdict"])

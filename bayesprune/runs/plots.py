@@ -1,13 +1,13 @@
 """Figures in the layout of the paper's Figures 4, 7 and 10.
 
 Left panel: train/test loss (solid/dashed) with test accuracy on a twin axis.
-Right panel: the Bayes factor on a log scale (x: accepted steps, o: refused ones) and the
+Right panel: the Bayes factor on a symmetric-log axis (x: accepted steps, o: refused ones) and the
 sparsity: after each epoch's step (dashed), just before it (dotted: regrowth shows as a dip)
 and what the schedule proposed (small triangles), so a refused step is visible as a
 proposal above the curve.
 Bayes factors of whole data sets are astronomically large or small numbers
-(e^±1000 is common), so we plot log10 BF on a linear axis, which is the same
-picture as BF on a log axis without overflow.
+(e^±1000 is common), so we plot log10 BF, on a symmetric-log axis (linear within ±1, logarithmic
+beyond), so that a step of a few nats and one of a thousand both show.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = 
         ax_acc.plot(h["epoch"], h["test_acc"], color=c, ls=":", marker=".", label=f"{label} test acc")
         log10_bf = h["log_bf"] / math.log(10)
         if log10_bf.notna().any():
-            ax_bf.plot(h["epoch"], log10_bf, color=c, marker="o", ms=3, label=f"{label} log10 BF")
+            ax_bf.plot(h["epoch"], log10_bf, color=c, lw=1, alpha=0.7, label=f"{label} log10 BF")  # marks: below
             pruned = h[h["pruned"].astype(bool)]
             ax_bf.scatter(pruned["epoch"], pruned["log_bf"] / math.log(10), color=c, marker="x", s=30)
             refused = h[h["gate_open"].astype(bool) & ~h["pruned"].astype(bool)]
@@ -83,23 +83,31 @@ def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = 
             a.legend(h1 + h2, l1 + l2, fontsize=7, loc=loc)
 
 
-def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None, ax=None):
+def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None, ax=None,
+                legend: str = "lines"):
     """Two-panel learning curves for one history or several overlaid (label -> history).
 
-    ``ax``: a pair of axes (loss, Bayes factor) to draw into (their twin axes are added); otherwise
-    ``fig`` (cleared) or a new figure.  Returns the figure.
+    ``ax``: a pair of axes (loss, Bayes factor) to draw into (their twin axes are added), or the four axes
+    (loss, accuracy twin, Bayes factor, sparsity twin) of an earlier call to draw into again: the dashboard's
+    live figure is this function, called each epoch on the axes it made once.  Otherwise ``fig`` (cleared)
+    or a new figure.  ``legend``: see :func:`draw_curves`.  Returns the figure.
     """
-    import matplotlib.pyplot as plt
-
-    if ax is not None:
+    if ax is not None and len(ax) == 4:
+        axes = tuple(ax)
+        fig = axes[0].figure
+    elif ax is not None:
         ax_loss, ax_bf = ax
         fig = ax_loss.figure
+        axes = (ax_loss, ax_loss.twinx(), ax_bf, ax_bf.twinx())
     else:
         if fig is None:
+            import matplotlib.pyplot as plt
+
             fig = plt.figure(figsize=(12, 4.2))
         fig.clear()
         ax_loss, ax_bf = fig.subplots(1, 2)
-    draw_curves(_as_mapping(histories), (ax_loss, ax_loss.twinx(), ax_bf, ax_bf.twinx()), beta)
+        axes = (ax_loss, ax_loss.twinx(), ax_bf, ax_bf.twinx())
+    draw_curves(_as_mapping(histories), axes, beta, legend)
     if title:
         fig.suptitle(title)
     if ax is None:

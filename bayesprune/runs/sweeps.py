@@ -283,9 +283,12 @@ def sweep(
     threads_per_run: Optional[int] = None,
     log=None,
 ) -> pd.DataFrame:
-    """Run every config not already stored under ``out_dir``; return the results table.
+    """Run every config not already stored under ``out_dir``; return the results table of ``configs``.
 
-    Finished runs are skipped (failed ones too, unless ``retry_failed``; runs whose
+    The returned table holds one row per requested config (stored before or trained now), never the other
+    runs the folder may hold (an earlier sweep's extra sparsities or settings): a notebook that sweeps the
+    same folder twice with different grids gets back what it asked for.  ``results.csv`` still lists every
+    stored run.  Finished runs are skipped (failed ones too, unless ``retry_failed``; runs whose
     worker died are always run again).  ``.attrs["stats"]`` on the returned frame holds
     total/completed/skipped/failed (this call) and failed_total (stored in the folder).
     Raises :class:`SweepBusyError` if another sweep is running on ``out_dir``.
@@ -356,8 +359,9 @@ def _sweep_locked(unique, out_dir, executor, progress, retry_failed, threads_per
         bar.close()
         for fut in submitted:  # interrupted: nothing of ours stays queued
             fut.cancel()
-    df = _write_table(out_dir, records, started=bool(todo))
-    failed_total = int((df["status"] == "failed").sum()) if len(df) else 0
+    everything = _write_table(out_dir, records, started=bool(todo))
+    failed_total = int((everything["status"] == "failed").sum()) if len(everything) else 0
+    df = everything[everything["key"].isin(unique)].reset_index(drop=True) if len(everything) else everything
     if failed_total:
         log(f"sweep: {failed_total} stored run(s) failed; see the error column of {out_dir / 'results.csv'} "
             "(--retry-failed / retry_failed=True runs them again)")

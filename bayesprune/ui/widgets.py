@@ -12,8 +12,9 @@ Nothing here freezes the notebook:
   Train while a run is going queues another run.  ``button.click()`` from code takes
   the same path; ``wait()`` (or ``raise_if_failed()``) blocks until the queue is done.
 * Figures are rendered off-screen to PNG and shown in an ``Image`` widget (safe to
-  update from a thread), and redrawn only while plotting stays within a share of
-  the elapsed time (``draw_budget``): the last epoch of the queue always draws.
+  update from a thread): every epoch for short runs, otherwise only while plotting
+  stays within a share of the elapsed time (``draw_budget``); the last epoch of the
+  queue always draws.
 * The explorer's sliders recompute on release (``continuous_update=False``), show
   "computing…" while they do, and stop drawing masks after ``max_seconds``.
 """
@@ -47,11 +48,15 @@ def available_devices() -> list[str]:
     return out
 
 
+def _field_meta(name: str) -> dict[str, Any]:
+    return next(f.metadata for f in config_fields() if f.name == name)
+
+
 def control_for(name: str, value: Any):
     """One widget for one RunConfig field, derived from its type, choices, bounds and ``ui`` range."""
     import ipywidgets as w
 
-    meta = next(f.metadata for f in config_fields() if f.name == name)
+    meta = _field_meta(name)
     style = {"description_width": "110px"}
     layout = w.Layout(width="340px")
     common = dict(description=name.replace("_", " "), style=style, layout=layout)
@@ -66,24 +71,90 @@ def control_for(name: str, value: Any):
         return w.Dropdown(options=list(CHOICES[name]), value=value, **common)
     if kind is bool:
         return w.Checkbox(value=value, indent=False, **common)
-    lo, hi, _, hi_inc = BOUNDS[name]
+    lo, hi, lo_inc, hi_inc = BOUNDS[name]
     ui_lo, ui_hi = meta.get("ui", (lo, hi))
-    # A slider clamps a value outside its range: the range is widened to hold the value given
-    # (or, where a log slider cannot show it, a text box takes its place), never the value changed.
-    if kind is float and lo is not None and hi is not None:  # a bounded fraction, e.g. sparsity in [0, 1)
+    # A slider clamps a value outside its range: the range is widened to hold the value given, never the
+    # value changed.
+    if kind is float and lo is not None and hi is not None and lo >= 0 and hi <= 1:  # a fraction: sparsity
         top = hi if hi_inc else hi - 0.01  # the slider stops one step short of an open bound
         return w.FloatSlider(value=value, min=lo, max=max(top, value), step=0.01, readout_format=".2f", **common)
-    if kind is float and value <= 0:  # e.g. beta=0: a log slider has no 0
+    if kind is float and (lo is None or lo < 0 or "ui" not in meta):  # signed (prior_mu) or no range to slide
         return w.FloatText(value=value, **common)
-    if kind is float:  # (0, inf) or [0, inf): a log slider over the ui range, strictly positive
-        low, high = math.log10(min(ui_lo, value)), math.log10(max(ui_hi, value))
-        if value < ui_lo or value > ui_hi:  # widened: a hair more, as 10 ** log10(v) may fall short of v
-            low, high = low - 1e-9 * (value < ui_lo), high + 1e-9 * (value > ui_hi)
-        return w.FloatLogSlider(value=value, base=10, min=low, max=high, step=0.001, readout_format=".3g",
-                                **common)
+    if kind is float:  # every field on (0, inf) or [0, inf): a log slider over its ui range
+        return LogSlider(value, ui_lo, ui_hi, zero=bool(lo == 0 and lo_inc), **common)
     if kind is int:
         return w.IntSlider(value=value, min=min(int(ui_lo), value), max=max(int(ui_hi), value), **common)
     raise ValueError(f"no widget for RunConfig field {name!r}")
+
+
+def _log_slider(value: float, ui_lo: float, ui_hi: float, **common):
+    low, high = math.log10(min(ui_lo, value)), math.log10(max(ui_hi, value))
+    if value < ui_lo or value > ui_hi:  # widened: a hair more, as 10 ** log10(v) may fall short of v
+        low, high = low - 1e-9 * (value < ui_lo), high + 1e-9 * (value > ui_hi)
+    import ipywidgets as w
+
+    return w.FloatLogSlider(value=value, base=10, min=low, max=high, step=0.001, readout_format=".3g", **common)
+
+
+def LogSlider(value: float, ui_lo: float, ui_hi: float, zero: bool = False, **common):
+    """A log slider over ``[ui_lo, ui_hi]`` (widened to hold ``value``); with ``zero``, also a "0" box.
+
+    A log slider has no 0, so a field that allows 0 (beta: 0 accepts every step) gets a checkbox beside it
+    that sets the value to exactly 0 (the slider is then greyed out).  Either way the widget has the
+    ``value`` and ``disabled`` of a plain slider, so :class:`ConfigControls` reads and sets it like any other.
+    """
+    if not zero:
+        return _log_slider(value, ui_lo, ui_hi, **common)
+    return ZeroOrLogSlider(value, ui_lo, ui_hi, **common)
+
+
+def _zero_or_log_slider_class():
+    import ipywidgets as w
+
+    class _ZeroOrLogSlider(w.HBox):
+        def __init__(self, value: float, ui_lo: float, ui_hi: float, **common):
+            layout = common.pop("layout", None)
+            start = value if value > 0 else min(max(1.0, ui_lo), ui_hi)
+            self.slider = _log_slider(start, ui_lo, ui_hi, layout=w.Layout(width="290px"), **common)
+            self.zero = w.Checkbox(value=value == 0, description="0", indent=False, layout=w.Layout(width="45px"))
+            self.slider.disabled = value == 0
+            self.zero.observe(lambda ch: setattr(self.slider, "disabled", ch["new"] or self.zero.disabled), "value")
+            super().__init__([self.slider, self.zero], layout=layout)
+
+        @property
+        def value(self) -> float:
+            return 0.0 if self.zero.value else self.slider.value
+
+        @value.setter
+        def value(self, v: float) -> None:
+            self.zero.value = v == 0
+            if v != 0:
+                e = math.log10(v)
+                if e < self.slider.min or e > self.slider.max:  # widen the range, never change the value
+                    self.slider.min, self.slider.max = min(self.slider.min, e - 1e-9), max(self.slider.max, e + 1e-9)
+                self.slider.value = v
+
+        @property
+        def disabled(self) -> bool:
+            return self.zero.disabled
+
+        @disabled.setter
+        def disabled(self, off: bool) -> None:
+            self.zero.disabled = off
+            self.slider.disabled = off or self.zero.value
+
+    return _ZeroOrLogSlider
+
+
+def ZeroOrLogSlider(value: float, ui_lo: float, ui_hi: float, **common):
+    """See :func:`LogSlider` (the class is built on first use: ipywidgets is imported only then)."""
+    global _ZERO_OR_LOG
+    if _ZERO_OR_LOG is None:
+        _ZERO_OR_LOG = _zero_or_log_slider_class()
+    return _ZERO_OR_LOG(value, ui_lo, ui_hi, **common)
+
+
+_ZERO_OR_LOG = None
 
 
 class ConfigControls:
@@ -92,6 +163,21 @@ class ConfigControls:
     def __init__(self, base: RunConfig, fields: Sequence[str] = DEFAULT_FIELDS):
         self.base = base
         self.controls = {name: control_for(name, getattr(base, name)) for name in fields}
+        if "method" in self.controls:  # controls that do not apply to the chosen method are greyed out
+            self.controls["method"].observe(lambda _change: self.update_applicable(), names="value")
+        self.update_applicable()
+
+    def applies(self, name: str, method: str) -> bool:
+        """Whether field ``name`` changes a run of ``method`` (its metadata ``applies``: all, pruned or bayes)."""
+        applies = "pruned" if name == "sparsity" else _field_meta(name)["applies"]  # the baseline has no target
+        if applies == "bayes":
+            return method.startswith("bayes-")
+        return applies != "pruned" or method != "none"
+
+    def update_applicable(self) -> None:
+        method = self.controls["method"].value if "method" in self.controls else self.base.method
+        for name, c in self.controls.items():
+            c.disabled = not self.applies(name, method)
 
     def config(self) -> RunConfig:
         values = {name: c.value for name, c in self.controls.items()}
@@ -137,11 +223,11 @@ def render_png(fig, dpi: int = 80) -> bytes:
 
 
 class LiveCurves:
-    """The dashboard's figure: the two panels of :func:`bayesprune.runs.plots.plot_curves`, built once and redrawn.
+    """The dashboard's figure: :func:`bayesprune.runs.plots.plot_curves` itself, on axes built once and redrawn.
 
-    The axes and margins are made once; each :meth:`render` replaces only the lines, drawn by the same
-    :func:`~bayesprune.runs.plots.draw_curves` as ``plot_curves``, with one legend entry per run (the line
-    styles are keyed in the panel titles), and draws once off-screen.
+    The axes and margins are made once; each :meth:`render` removes the lines and calls ``plot_curves``
+    on the same four axes (``ax=``), with one legend entry per run (the line styles are keyed in the panel
+    titles), and draws once off-screen.
     That is about half the cost of building the figure anew, which matters when a draw takes as long
     as a few epochs.  No pyplot: safe in the dashboard's worker thread.
     """
@@ -156,7 +242,7 @@ class LiveCurves:
 
     def render(self, runs: dict[str, Any], title: str = "", beta: Optional[float] = None, dpi: int = 80) -> bytes:
         """PNG of the runs (label -> history DataFrame or list of rows) overlaid."""
-        from ..runs.plots import draw_curves
+        from ..runs import plots
 
         axes = (self.ax_loss, self.ax_acc, self.ax_bf, self.ax_sp)
         for ax in axes:
@@ -164,7 +250,7 @@ class LiveCurves:
                 artist.remove()
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
-        draw_curves(runs, axes, beta, legend="runs")
+        plots.plot_curves(runs, title, beta, ax=axes, legend="runs")
         for ax in (self.ax_loss, self.ax_acc, self.ax_bf):
             ax.relim()
             ax.autoscale_view()
@@ -184,14 +270,16 @@ class Dashboard:
     in the dashboard (and kept in ``last_error``), never swallowed; :meth:`raise_if_failed`
     waits for the queue and turns them into an exception for headless runs.
 
-    Redraws: at most every ``redraw_every`` seconds, and only while the plotting time, the next
-    draw included, stays within ``draw_budget`` of the time the queue has been running; the
-    queue's last epoch always draws.  ``draw_seconds``/``busy_seconds`` is the plotting share.
+    Redraws: a run of at most ``every_epoch_up_to`` epochs redraws after every epoch (a short run,
+    seconds on digits: the curves grow as the student watches).  A longer one redraws at most every
+    ``redraw_every`` seconds, and only while the plotting time, the next draw included, stays within
+    ``draw_budget`` of the time the queue has been running.  The queue's last epoch always draws.
+    ``draw_seconds``/``busy_seconds`` is the plotting share.
     """
 
     def __init__(self, base: Optional[RunConfig] = None, fields: Sequence[str] = DEFAULT_FIELDS,
                  progress_bar: bool = False, redraw_every: float = 2.0, draw_budget: float = 0.05,
-                 dpi: int = 80):
+                 dpi: int = 80, every_epoch_up_to: int = 30):
         import ipywidgets as w
 
         self.base = base or RunConfig()
@@ -215,6 +303,7 @@ class Dashboard:
         self._tqdm = progress_bar
         self.redraw_every = redraw_every
         self.draw_budget = draw_budget
+        self.every_epoch_up_to = every_epoch_up_to
         self.dpi = dpi
         self.draw_seconds = 0.0  # plotting time, all runs
         self.busy_seconds = 0.0  # time the queue was running, all runs
@@ -389,7 +478,8 @@ class Dashboard:
                 self.status.value = (f"<b>{label}</b>: epoch {row['epoch']}/{cfg.epochs} · test acc "
                                      f"{row['test_acc']:.4f} · sparsity {row['sparsity']:.3f}{queued}")
                 now = time.perf_counter()
-                if row["epoch"] < cfg.epochs and not self._stop.is_set() and self._should_draw(now):
+                short = cfg.epochs <= self.every_epoch_up_to  # a short run: watch it grow, epoch by epoch
+                if row["epoch"] < cfg.epochs and not self._stop.is_set() and (short or self._should_draw(now)):
                     self._draw({label: rows}, cfg)
                     self._last_draw = time.perf_counter()
                 if self._stop.is_set():
