@@ -264,6 +264,7 @@ def _check_09(r, p):
     assert masks.loc["all", "kept by magnitude"] == masks.loc["all", "kept by obs"] == kept  # global: the same count
     assert masks.loc["all", "only obs"] == masks.loc["all", "only magnitude"]  # so the disagreements pair up
     assert 0 < masks.loc["all", "jaccard"] <= 1
+    assert r["edge"] < r["rest"]  # section 2's text: the edge pixels' first-layer weights are kept least
     front = pd.DataFrame(r["frontier"])
     assert len(front) == len(p["seeds"]) * (1 + 2 * len(p["sparsities"]))
     pruned = front[front["method"] != "none"]
@@ -285,7 +286,8 @@ def _check_09(r, p):
     assert set(ex) == {"1", "2", "3", "4"}
     jac = [ex["2"][k] for k in sorted(ex["2"], key=float)]
     assert jac == sorted(jac, reverse=True)  # exercise 2: a wider prior moves obs further from magnitude
-    assert ex["1"]["jaccard"]["all"] < masks.loc["all", "jaccard"]  # exercise 1: diag further from magnitude than kron
+    assert ex["1"]["jaccard"]["all"] < masks.loc["all", "jaccard"]  # exercise 1: diag further from magnitude than kron,
+    assert min(ex["1"]["jaccard"], key=ex["1"]["jaccard"].get) == "fc3.weight"  # most of all in the output layer
     for accs in ex["3"].values():  # exercise 3: one-shot, no retraining: no gain beyond the test-set noise
         a, b = accs["obs"], accs["magnitude"]
         assert abs(a - b) <= 2 * math.sqrt(a * (1 - a) / r["n_test"] + b * (1 - b) / r["n_test"]) + 1e-9
