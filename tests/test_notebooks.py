@@ -276,6 +276,51 @@ def _check_08(r, p):
     assert mag.loc[r["best_useful"], "accuracy"] >= r["dense_test_acc"] - 0.05
 
 
+def _check_09(r, p):
+    import pandas as pd
+
+    assert r["prior_sigma"] > 0
+    agree = pd.DataFrame(r["agreement"]).set_index("layer")
+    assert list(agree.index) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert agree["spearman(|w|, saliency)"].between(-1, 1).all()
+    # section 1's text: Sigma_pp <= 1/delta (no saliency below the prior's line), so delta*Sigma_pp is in (0, 1]
+    assert r["share_max"] <= 1 + 1e-4 and (agree["min delta*Sigma_pp"] > 0).all()
+    assert (agree["min delta*Sigma_pp"] <= agree["median delta*Sigma_pp"]).all()
+    masks = pd.DataFrame(r["masks"]).set_index("layer")
+    kept = round(masks.loc["all", "weights"] * (1 - p.get("mask_sparsity", 0.9)))
+    assert masks.loc["all", "kept by magnitude"] == masks.loc["all", "kept by obs"] == kept  # global: the same count
+    assert masks.loc["all", "only obs"] == masks.loc["all", "only magnitude"]  # so the disagreements pair up
+    assert 0 < masks.loc["all", "jaccard"] <= 1
+    assert r["edge"] < r["rest"]  # section 2's text: the edge pixels' first-layer weights are kept least
+    front = pd.DataFrame(r["frontier"])
+    assert len(front) == len(p["seeds"]) * (1 + 2 * len(p["sparsities"]))
+    pruned = front[front["method"] != "none"]
+    assert ((pruned["final_sparsity"] - pruned["sparsity"]).abs() < 0.005).all()  # every frontier run at its target
+    table = pd.DataFrame(r["table"])
+    assert list(table["target"]) == sorted(p["sparsities"]) and (table["n"] == len(p["seeds"])).all()
+    assert (table["noise"] >= table["test-set se"] - 1e-12).all()
+    assert list(table["beyond the noise"]) == list((table["obs - magnitude"].abs() > 2 * table["noise"]))
+    v = r["verdict"]  # section 4's sentence is the table's
+    assert v["better"] == [t for t, d, b in zip(table["target"], table["obs - magnitude"], table["beyond the noise"])
+                           if b and d > 0]
+    assert v["worse"] == [t for t, d, b in zip(table["target"], table["obs - magnitude"], table["beyond the noise"])
+                          if b and d < 0]
+    assert (v["verdict"] == "no difference") == (not v["better"] and not v["worse"])
+    stops = pd.DataFrame(r["stops"])
+    assert len(stops) == len(p["seeds"]) and (stops["final_sparsity"] < 0.99).all()  # the preset chose to stop
+    assert len(r["on_frontier"]) == len(p["seeds"]) and len(r["verdict_lines"]) == 3
+    ex = r["exercises"]
+    assert set(ex) == {"1", "2", "3", "4"}
+    jac = [ex["2"][k] for k in sorted(ex["2"], key=float)]
+    assert jac == sorted(jac, reverse=True)  # exercise 2: a wider prior moves obs further from magnitude
+    assert ex["1"]["jaccard"]["all"] < masks.loc["all", "jaccard"]  # exercise 1: diag further from magnitude than kron,
+    assert min(ex["1"]["jaccard"], key=ex["1"]["jaccard"].get) == "fc3.weight"  # most of all in the output layer
+    for accs in ex["3"].values():  # exercise 3: one-shot, no retraining: no gain beyond the test-set noise
+        a, b = accs["obs"], accs["magnitude"]
+        assert abs(a - b) <= 2 * math.sqrt(a * (1 - a) / r["n_test"] + b * (1 - b) / r["n_test"]) + 1e-9
+    assert ex["4"]["n"] == len(p["seeds"]) + 1
+
+
 SMALL = {
     "01_pruning_basics.ipynb": ({"epochs": 3, "retrain_epochs": 1, "sparsities": [0.0, 0.5, 0.9]}, _check_01),
     "02_bayes_factor.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "sigmas": [0.03, 0.3], "compare_sigmas": [0.03, 0.3],
@@ -292,6 +337,8 @@ SMALL = {
                                   "gate_sigmas": [0.03, 0.2]}, _check_06),
     "08_what_pruning_buys.ipynb": ({"epochs": 3, "sparsities": [0.0, 0.5, 0.9, 0.99], "batches": [1, 64], "reps": 2,
                                     "min_seconds": 0.002, "scan_sparsities": [0.5, 0.9], "gate_epochs": 3}, _check_08),
+    "09_which_weights_does_the_posterior_remove.ipynb": ({"epochs": 3, "sparsities": [0.5, 0.9], "seeds": [0],
+                                                          "frontier_epochs": 4}, _check_09),
 }
 
 

@@ -1,1 +1,2 @@
-"""The notebooks' companions: explorations, Bayes-factor comparisons, theory checks, lottery tickets."""
+"""The notebooks' companions: explorations, Bayes-factor comparisons, theory checks, lottery tickets,
+magnitude against the posterior saliency."""
