@@ -283,6 +283,7 @@ def _check_09(r, p):
     agree = pd.DataFrame(r["agreement"]).set_index("layer")
     assert list(agree.index) == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert agree["spearman(|w|, saliency)"].between(-1, 1).all()
+    assert (agree["decades of |w|"] > 3).all()  # section 2's text: |w| spans several decades (four to five)
     # section 1's text: Sigma_pp <= 1/delta (no saliency below the prior's line), so delta*Sigma_pp is in (0, 1]
     assert r["share_max"] <= 1 + 1e-4 and (agree["min delta*Sigma_pp"] > 0).all()
     assert (agree["min delta*Sigma_pp"] <= agree["median delta*Sigma_pp"]).all()
@@ -299,13 +300,15 @@ def _check_09(r, p):
     table = pd.DataFrame(r["table"])
     assert list(table["target"]) == sorted(p["sparsities"]) and (table["n"] == len(p["seeds"])).all()
     assert (table["noise"] >= table["test-set se"] - 1e-12).all()
-    assert list(table["beyond the noise"]) == list((table["obs - magnitude"].abs() > 2 * table["noise"]))
+    assert list(table["beyond the noise"]) == list((table["ci low"] > 0) | (table["ci high"] < 0))
+    assert ((table["ci low"] <= table["obs - magnitude"]) & (table["obs - magnitude"] <= table["ci high"])).all()
     v = r["verdict"]  # section 4's sentence is the table's
     assert v["better"] == [t for t, d, b in zip(table["target"], table["obs - magnitude"], table["beyond the noise"])
                            if b and d > 0]
     assert v["worse"] == [t for t, d, b in zip(table["target"], table["obs - magnitude"], table["beyond the noise"])
                           if b and d < 0]
-    assert (v["verdict"] == "no difference") == (not v["better"] and not v["worse"])
+    assert (v["verdict"] == "not distinguishable") == (not v["better"] and not v["worse"])
+    assert not any("well-measured" in line or "no better than" in line for line in r["verdict_lines"])
     stops = pd.DataFrame(r["stops"])
     assert len(stops) == len(p["seeds"]) and (stops["final_sparsity"] < 0.99).all()  # the preset chose to stop
     assert len(r["on_frontier"]) == len(p["seeds"]) and len(r["verdict_lines"]) == 3

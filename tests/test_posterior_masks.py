@@ -80,6 +80,8 @@ def test_a_narrow_prior_makes_the_saliency_rank_like_magnitude(tiny):
     assert (a_wide["spearman(|w|, saliency)"] < a_narrow["spearman(|w|, saliency)"]).any()
     assert (a_wide["min delta*Sigma_pp"] <= a_wide["median delta*Sigma_pp"]).all()
     assert list(a_wide["weights"]) == [30, 15]
+    first = net[0].weight.detach().abs()
+    assert a_wide["decades of |w|"].iloc[0] == pytest.approx(math.log10(float(first.max()) / float(first.min())))
 
 
 @needs_laplace
@@ -150,28 +152,64 @@ def test_frontier_table_pairs_by_seed_with_both_noises():
     test_se = math.sqrt(0.92 * 0.08 / 400 + 0.89 * 0.11 / 400)
     assert r["test-set se"] == pytest.approx(test_se)
     assert r["noise"] == pytest.approx(math.sqrt(0.01 ** 2 + test_se ** 2))
-    assert r["beyond the noise"] == (0.03 > 2 * r["noise"])
+    stats = pytest.importorskip("scipy.stats")
+    t = stats.t.ppf(0.975, 1)  # two seeds: the paired t interval has one degree of freedom
+    assert r["t"] == pytest.approx(t, abs=1e-6)
+    assert (r["ci low"], r["ci high"]) == pytest.approx((0.03 - t * r["noise"], 0.03 + t * r["noise"]), abs=1e-6)
+    assert not r["beyond the noise"]  # 0.03 is more than twice its noise (0.023), but t = 12.7 at n = 2
 
 
-def _table(diffs, noise=0.01):
+def test_frontier_interval_is_scipys_paired_t_interval_when_the_test_set_is_huge():
+    stats = pytest.importorskip("scipy.stats")
+    # with a test set this large the test-set SE vanishes and the interval is the plain paired t interval
+    for acc_obs, acc_mag, beyond in [([0.95, 0.97], [0.90, 0.90], False),  # +0.05, +0.07: 6 se, inside t(1) = 12.7
+                                     ([0.95, 0.96, 0.94, 0.97], [0.90, 0.90, 0.90, 0.91], True)]:  # t(3) = 3.18
+        seeds = range(len(acc_obs))
+        res = _results([("obs", 0.9, s, 0.9, a) for s, a in zip(seeds, acc_obs)]
+                       + [("magnitude", 0.9, s, 0.9, b) for s, b in zip(seeds, acc_mag)])
+        r = pm.frontier_table(res, n_test=10 ** 14).iloc[0]
+        lo, hi = stats.ttest_rel(acc_obs, acc_mag).confidence_interval(0.95)
+        assert (r["ci low"], r["ci high"]) == pytest.approx((lo, hi), abs=1e-6)
+        assert r["t"] == pytest.approx(stats.t.ppf(0.975, len(acc_obs) - 1), abs=1e-6)
+        assert r["beyond the noise"] == (lo > 0 or hi < 0) == beyond
+        assert abs(r["obs - magnitude"]) > 2 * r["noise"]  # the old "twice the noise" rule would call both beyond
+
+
+def test_frontier_interval_with_one_seed_is_the_test_sets_normal_interval():
+    stats = pytest.importorskip("scipy.stats")
+    res = _results([("obs", 0.9, 0, 0.9, 0.95), ("magnitude", 0.9, 0, 0.9, 0.90)])
+    r = pm.frontier_table(res, n_test=360).iloc[0]
+    se = math.sqrt(0.95 * 0.05 / 360 + 0.9 * 0.1 / 360)
+    assert r["t"] == pytest.approx(stats.norm.ppf(0.975)) and r["noise"] == pytest.approx(se)
+    assert r["ci low"] == pytest.approx(0.05 - stats.norm.ppf(0.975) * se)
+
+
+_T1 = 12.706204736174707  # Student's t, 97.5 % quantile, 1 degree of freedom (scipy.stats.t.ppf(0.975, 1))
+
+
+def _table(diffs, noise=0.001):
     rows = [{"target": t, "n": 2, "obs": 0.9 + d, "magnitude": 0.9, "obs - magnitude": d, "paired se": noise / 2,
-             "test-set se": noise / 2, "noise": noise, "beyond the noise": abs(d) > 2 * noise} for t, d in diffs]
+             "test-set se": noise / 2, "noise": noise, "t": _T1, "ci low": d - _T1 * noise, "ci high": d + _T1 * noise,
+             "beyond the noise": abs(d) > _T1 * noise} for t, d in diffs]
     return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize("diffs, verdict, better, worse", [
-    ([(0.5, 0.0), (0.9, 0.015)], "no difference", [], []),
+    ([(0.5, 0.0), (0.9, 0.012)], "not distinguishable", [], []),
     ([(0.5, 0.0), (0.9, 0.05)], "better", [0.9], []),
     ([(0.5, -0.03), (0.9, 0.001)], "worse", [], [0.5]),
     ([(0.5, -0.03), (0.9, 0.05)], "mixed", [0.9], [0.5]),
 ])
 def test_the_verdict_follows_the_table(diffs, verdict, better, worse):
-    lines, found = pm.frontier_verdict(_table(diffs))  # noise 0.01: beyond it from |difference| > 0.02
+    lines, found = pm.frontier_verdict(_table(diffs))  # noise 0.001, t(1): beyond it from |difference| > 0.0127
     assert (found["verdict"], found["better"], found["worse"]) == (verdict, better, worse)
     assert found["within"] == [t for t, _ in diffs if t not in better + worse]
     text = " ".join(lines)
-    if verdict == "no difference":
-        assert "no better than magnitude" in text and "within the noise at every sparsity" in text
+    assert "no better" not in text and "well-measured" not in text
+    assert "1 degree of freedom, t = 12.71" in text
+    if verdict == "not distinguishable":
+        assert "not distinguishable from magnitude at this n" in text and "contains 0 at every sparsity" in text
+        assert "wider than any difference" not in text  # the largest interval here is +0.012 ± 0.0127
     if verdict in ("better", "mixed"):
         assert "beats magnitude beyond the noise at 90%" in text
     if verdict in ("worse", "mixed"):
@@ -188,6 +226,13 @@ def test_stop_on_frontier_interpolates_the_same_seed():
     assert t["obs frontier there"].iloc[1] == pytest.approx(0.955)  # between the dense run and 50 %
     assert math.isnan(t["obs frontier there"].iloc[2])  # beyond the sparsest run measured
     assert t["stop - frontier"].iloc[0] == pytest.approx(0.01)
+
+
+def test_the_verdict_says_when_an_interval_is_wider_than_possible():
+    lines, found = pm.frontier_verdict(_table([(0.5, 0.0), (0.98, 0.05)], noise=0.105))  # as at 98 % on digits
+    assert found["verdict"] == "not distinguishable"
+    assert "98% (+0.0500 ± 0.1050, interval [-1.2842, +1.3842])" in lines[0]  # 0.05 ± 12.706 x 0.105
+    assert "wider than any difference of two accuracies can be" in lines[0]
 
 
 def test_the_verdict_places_the_gate_stop():

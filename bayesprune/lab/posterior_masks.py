@@ -12,20 +12,21 @@ notebook computes from the two:
   both criteria over seeds, their paired differences beside the noise, and where the ``bayesian`` preset's
   gate stopped relative to that curve;
 * :func:`frontier_verdict`: the sentences the notebook prints from those tables, so that what it says follows
-  from what it measured (and says so when the answer is "no better than magnitude").
+  from what it measured (and says so when the answer is "not distinguishable from magnitude at this n").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from ..analysis.stats import accuracy_se, summarize
+from ..analysis.stats import accuracy_se, summarize, t_quantile
 from ..bayes.obs import PosteriorSaliency
 from ..core.config import RunConfig
 from ..core.criteria import ScoreContext, mask_from_scores
@@ -86,10 +87,17 @@ def spearman(a, b) -> float:
 
 
 def rank_agreement(model: nn.Module, sal: Saliency) -> pd.DataFrame:
-    """Per layer: its weights, Spearman's correlation between |w| and the saliency (1: the same order), and the
-    smallest and the median delta * Sigma_pp (how much of the prior's variance the data leave; 1: all of it)."""
+    """Per layer: its weights, the decades |w| spans (log10 of the largest over the smallest nonzero |w|),
+    Spearman's correlation between |w| and the saliency (1: the same order), and the smallest and the median
+    delta * Sigma_pp (how much of the prior's variance the data leave; 1: all of it)."""
     targets, share = pruning_targets(model), sal.prior_share()
-    rows = [{"layer": k, "weights": int(sal.scores[k].numel()),
+
+    def decades(w: torch.Tensor) -> float:
+        a = w.detach().abs().double().flatten()
+        a = a[a > 0]
+        return float(torch.log10(a.max() / a.min())) if len(a) else math.nan
+
+    rows = [{"layer": k, "weights": int(sal.scores[k].numel()), "decades of |w|": decades(targets[k]),
              "spearman(|w|, saliency)": spearman(targets[k].detach().abs(), sal.scores[k]),
              "min delta*Sigma_pp": float(share[k].min()), "median delta*Sigma_pp": float(share[k].median())}
             for k in sal.scores]
@@ -212,14 +220,20 @@ def frontier_configs(base: RunConfig, methods: Sequence[str], sparsities: Sequen
     return list(out.values())
 
 
-def frontier_table(results: pd.DataFrame, n_test: int, a: str = "obs", b: str = "magnitude") -> pd.DataFrame:
+def frontier_table(results: pd.DataFrame, n_test: int, a: str = "obs", b: str = "magnitude",
+                   confidence: float = 0.95) -> pd.DataFrame:
     """Per target sparsity: the mean accuracy of ``a`` and ``b`` over their common seeds and the paired difference.
 
     ``results``: one row per run with method, sparsity (the target), seed, test_accuracy.  Columns: n (seeds),
     the two means, ``a - b`` (mean of the per-seed differences), ``paired se`` (their sd / sqrt(n); NaN for one
     seed), ``test-set se`` (the binomial SE of the difference of two independent accuracies on ``n_test``
     images: what the choice of test images alone could move it by), ``noise`` (the two combined,
-    sqrt(paired se^2 + test-set se^2)) and ``beyond the noise`` (|a - b| > 2 noise).
+    sqrt(paired se^2 + test-set se^2)), ``t`` (the multiplier: Student's t quantile at ``confidence`` with n - 1
+    degrees of freedom, the paired t interval of :func:`~bayesprune.analysis.stats.paired_t_test`; the normal
+    quantile for one seed, where only the test-set se is left), ``ci low`` and ``ci high`` (``a - b`` ± t * noise)
+    and ``beyond the noise`` (that interval excludes 0).  With two seeds t is 12.71: a difference must exceed
+    12.7 times its noise, not twice it (|d| > 2 noise at 1 degree of freedom is only a ~70 % interval).  The t
+    with n - 1 df is applied to the combined noise, a little conservative where the test-set part dominates.
     """
     rows = []
     for r in sorted(set(results.loc[results["method"].isin([a, b]), "sparsity"])):
@@ -233,11 +247,13 @@ def frontier_table(results: pd.DataFrame, n_test: int, a: str = "obs", b: str = 
         pa, pb = float(xa[seeds].mean()), float(xb[seeds].mean())
         test_se = math.sqrt(accuracy_se(pa, n_test) ** 2 + accuracy_se(pb, n_test) ** 2)
         noise = math.sqrt((0.0 if math.isnan(d.se) else d.se) ** 2 + test_se ** 2)
+        t = t_quantile(len(seeds) - 1, confidence) if len(seeds) > 1 else NormalDist().inv_cdf(0.5 + confidence / 2)
+        lo, hi = d.mean - t * noise, d.mean + t * noise
         rows.append({"target": float(r), "n": len(seeds), a: pa, b: pb, f"{a} - {b}": d.mean,
-                     "paired se": d.se, "test-set se": test_se, "noise": noise,
-                     "beyond the noise": bool(abs(d.mean) > 2 * noise)})
-    return pd.DataFrame(rows, columns=["target", "n", a, b, f"{a} - {b}", "paired se", "test-set se", "noise",
-                                       "beyond the noise"])
+                     "paired se": d.se, "test-set se": test_se, "noise": noise, "t": t, "ci low": lo, "ci high": hi,
+                     "beyond the noise": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows, columns=["target", "n", a, b, f"{a} - {b}", "paired se", "test-set se", "noise", "t",
+                                       "ci low", "ci high", "beyond the noise"])
 
 
 def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -273,36 +289,48 @@ def frontier_verdict(table: pd.DataFrame, a: str = "obs", b: str = "magnitude",
                      stops: Optional[pd.DataFrame] = None, n_test: Optional[int] = None) -> tuple[list[str], dict]:
     """The notebook's verdict, in sentences built from :func:`frontier_table` (and :func:`stop_on_frontier`).
 
-    Returns the lines and what they say: ``better`` and ``worse`` (targets where ``a`` is above / below ``b``
-    beyond the noise), ``within`` (the others), ``verdict`` (``better``, ``worse``, ``mixed`` or
-    ``no difference``) and, with ``stops``, ``stop_within_noise`` (every stop within 2 test-set SE of the
-    frontier at its sparsity; None where a stop lies outside the measured range).
+    The rule is the table's: a target counts as a difference only where the interval ``a - b`` ± t * noise
+    (t: Student's t with n - 1 degrees of freedom) excludes 0.  Returns the lines and what they say: ``better``
+    and ``worse`` (targets where that interval lies above / below 0), ``within`` (the others), ``verdict``
+    (``better``, ``worse``, ``mixed`` or ``not distinguishable``: every interval contains 0, which at a small n
+    is not evidence that the two are equal) and, with ``stops``, ``stop_within_noise`` (every stop within 2
+    test-set SE of a difference of the frontier at its sparsity, the frontier linearly interpolated between the
+    nearest measured targets; None where a stop lies outside the measured range).
     """
     if table.empty:
         raise ValueError("frontier_verdict() needs at least one target with both methods measured")
     col = f"{a} - {b}"
-    cell = lambda r: f"{r['target']:.0%} ({r[col]:+.4f} ± {r['noise']:.4f})"  # noqa: E731
+    cell = lambda r: (f"{r['target']:.0%} ({r[col]:+.4f} ± {r['noise']:.4f}, "  # noqa: E731
+                      f"interval [{r['ci low']:+.4f}, {r['ci high']:+.4f}])")
     beyond = table[table["beyond the noise"]]
     better = [float(t) for t in beyond.loc[beyond[col] > 0, "target"]]
     worse = [float(t) for t in beyond.loc[beyond[col] < 0, "target"]]
     within = [float(t) for t in table.loc[~table["beyond the noise"], "target"]]
     seeds = int(table["n"].min())
-    verdict = ("mixed" if better and worse else "better" if better else "worse" if worse else "no difference")
+    verdict = ("mixed" if better and worse else "better" if better else "worse" if worse else "not distinguishable")
     big = table.loc[table[col].abs().idxmax()]
+    rest = f"; the interval contains 0 at {', '.join(f'{t:.0%}' for t in within)}." if within else "."
     first = {
-        "no difference": f"Here the posterior saliency is no better than {b}: {a} - {b} lies within the noise at every "
-                         f"sparsity measured (the largest difference, {cell(big)}, is under twice its noise).",
+        "not distinguishable": f"Here {a} is not distinguishable from {b} at this n ({seeds} seed"
+                               f"{'s' if seeds != 1 else ''}): the 95 % interval of {a} - {b} contains 0 at every "
+                               f"sparsity measured (the largest difference: {cell(big)}"
+                               + ("; an interval wider than any difference of two accuracies can be: at this n it "
+                                  "says nothing" if big["ci low"] < -1 or big["ci high"] > 1 else "")
+                               + "). That is not evidence that they are equal: more seeds would narrow the intervals.",
         "better": f"{a} beats {b} beyond the noise at " + ", ".join(
-            cell(r) for _, r in beyond[beyond[col] > 0].iterrows()) + (
-            f"; within the noise at {', '.join(f'{t:.0%}' for t in within)}." if within else "."),
+            cell(r) for _, r in beyond[beyond[col] > 0].iterrows()) + rest,
         "worse": f"{a} is below {b} beyond the noise at " + ", ".join(
-            cell(r) for _, r in beyond[beyond[col] < 0].iterrows()) + (
-            f"; within the noise at {', '.join(f'{t:.0%}' for t in within)}." if within else "."),
+            cell(r) for _, r in beyond[beyond[col] < 0].iterrows()) + rest,
         "mixed": f"{a} beats {b} beyond the noise at " + ", ".join(cell(r) for _, r in beyond[beyond[col] > 0].iterrows())
                  + " and is below it at " + ", ".join(cell(r) for _, r in beyond[beyond[col] < 0].iterrows()) + ".",
     }[verdict]
-    lines = [first, f"(± is the noise: paired seed SE and test-set SE combined; {seeds} seed{'s' if seeds != 1 else ''}"
-                    f" per cell{', so the seed SE rests on one degree of freedom' if seeds == 2 else ''}.)"]
+    t = float(table.loc[table["n"] == seeds, "t"].iloc[0])
+    how = (f"two-sided 95 %, Student's t with n - 1 = {seeds - 1} degree{'s' if seeds != 2 else ''} of freedom, t = {t:.2f}"
+           if seeds > 1 else f"one seed: the normal quantile {t:.2f} on the test-set SE alone, which says nothing "
+                             "about another seed")
+    lines = [first, f"(± is the noise: paired seed SE and test-set SE combined; the interval is the difference ± t x "
+                    f"noise, {how}; {seeds} seed{'s' if seeds != 1 else ''} per cell"
+                    f"{', so the seed SE rests on one degree of freedom' if seeds == 2 else ''}.)"]
     found = {"better": better, "worse": worse, "within": within, "verdict": verdict, "seeds": seeds}
     if stops is not None and len(stops):
         diffs = stops["stop - frontier"]
@@ -317,7 +345,8 @@ def frontier_verdict(table: pd.DataFrame, a: str = "obs", b: str = "magnitude",
             side = "on" if inside else ("above" if diffs.mean() > 0 else "below")
             lines.append(f"The bayesian preset's gate stopped at sparsity {where} (per seed), with accuracy "
                          + ", ".join(f"{x:.4f}" for x in stops["accuracy"]) + f": {diffs.mean():+.4f} against the "
-                         f"{a} frontier at the same sparsity, " + (
+                         f"{a} frontier of the same seed at that sparsity (interpolated linearly between the nearest "
+                         "measured targets), " + (
                              f"{side} the frontier (within 2 test-set SE of a difference)" if inside else
                              f"{side} the frontier by more than 2 test-set SE of a difference") + ".")
             found["stop_within_noise"] = inside
