@@ -238,6 +238,7 @@ def _check_07(r, p):
     assert r["fit_better"] == fit_better  # section 6's list of prunes that fit better is section 2's delta_fit > 0
     m90 = next(row for row in r["scan"] if row["strategy"] == "magnitude" and row["sparsity"] == 0.9)
     zero = r["mode_effect"]["0"]  # the prune as made: fit + penalty is the paper's ratio at the fitted sigma
+    assert zero["penalty"] >= 0 and zero["Occam"] >= 0  # section 2's text: at fixed weights a removal only helps both
     assert math.isclose(zero["fit"] + zero["penalty"], m90["log_bf_paper_fitted"], rel_tol=1e-4, abs_tol=0.05)
     assert math.isclose(r["mode_effect"][str(p["finetune_steps"])]["log BF"], m90["log_bf_laplace"], rel_tol=1e-9)
     assert r["weight_decay_gap"] < 1e-6  # Gaussian prior = weight decay delta / N

@@ -46,3 +46,19 @@ def test_plot_curves_draws_into_given_axes(history):
     assert bp.plot_curves(history, ax=(a, b)) is fig and len(fig.axes) == 4 and len(a.lines) == 2
     plt.close(fig)
     assert len(pd.DataFrame(history)) == 4
+
+
+def test_plot_curves_draws_a_chance_line_on_the_accuracy_axis_only_when_asked(history):
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2)
+    bp.plot_curves(history, ax=(a, b))
+    plain = [ln.get_ydata()[0] for ln in fig.axes[2].lines if len(set(ln.get_ydata())) == 1]  # the accuracy twin
+    plt.close(fig)
+    fig, (a, b) = plt.subplots(1, 2)
+    bp.plot_curves(history, ax=(a, b), chance=0.1)
+    acc = fig.axes[2]
+    flat = [ln for ln in acc.lines if list(ln.get_ydata()) == [0.1, 0.1]]
+    assert plain == [] and len(flat) == 1 and flat[0].get_label() == "chance (0.10)"
+    assert len(acc.lines) == 2 and len(a.lines) == 2  # the accuracy curve and the line; the loss axis untouched
+    plt.close(fig)

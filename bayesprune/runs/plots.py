@@ -26,11 +26,13 @@ def _as_mapping(histories: Histories) -> dict[str, pd.DataFrame]:
     return dict(histories)
 
 
-def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = None, legend: str = "lines") -> None:
+def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = None, legend: str = "lines",
+                chance: Optional[float] = None) -> None:
     """Draw learning curves onto ``axes`` = (loss, accuracy twin, Bayes factor, sparsity twin).
 
     The one drawing of the figure: :func:`plot_curves` and the dashboard's live figure both call it.
     ``legend="lines"`` names every line; ``"runs"`` one entry per run, the line styles named in the titles.
+    ``chance``: an accuracy to mark on the accuracy axis (e.g. 0.10 for 10 classes; None: no line).
     """
     import matplotlib
 
@@ -59,6 +61,8 @@ def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = 
         if "candidate_sparsity" in h and h["candidate_sparsity"].notna().any():
             ax_sp.scatter(h["epoch"], h["candidate_sparsity"], color=c, marker="^", s=14, alpha=0.6,
                           label=f"{label} proposed")
+    if chance is not None:
+        ax_acc.axhline(chance, color="grey", lw=0.8, ls="-.", label=f"chance ({chance:.2f})")
     if beta is not None and beta > 0:
         ax_bf.axhline(math.log10(beta), color="grey", lw=0.8, ls=":", label="threshold log10 beta")
     ax_bf.set_yscale("symlog", linthresh=1.0)  # log BFs span from about 0 to thousands of nats
@@ -84,13 +88,14 @@ def draw_curves(runs: Mapping[str, pd.DataFrame], axes, beta: Optional[float] = 
 
 
 def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = None, fig=None, ax=None,
-                legend: str = "lines"):
+                legend: str = "lines", chance: Optional[float] = None):
     """Two-panel learning curves for one history or several overlaid (label -> history).
 
     ``ax``: a pair of axes (loss, Bayes factor) to draw into (their twin axes are added), or the four axes
     (loss, accuracy twin, Bayes factor, sparsity twin) of an earlier call to draw into again: the dashboard's
     live figure is this function, called each epoch on the axes it made once.  Otherwise ``fig`` (cleared)
-    or a new figure.  ``legend``: see :func:`draw_curves`.  Returns the figure.
+    or a new figure.  ``legend`` and ``chance`` (an accuracy line, e.g. 0.10): see :func:`draw_curves`.
+    Returns the figure.
     """
     if ax is not None and len(ax) == 4:
         axes = tuple(ax)
@@ -107,7 +112,7 @@ def plot_curves(histories: Histories, title: str = "", beta: Optional[float] = N
         fig.clear()
         ax_loss, ax_bf = fig.subplots(1, 2)
         axes = (ax_loss, ax_loss.twinx(), ax_bf, ax_bf.twinx())
-    draw_curves(_as_mapping(histories), axes, beta, legend)
+    draw_curves(_as_mapping(histories), axes, beta, legend, chance)
     if title:
         fig.suptitle(title)
     if ax is None:
