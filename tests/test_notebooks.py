@@ -200,8 +200,13 @@ def _check_06(r, p):
     assert ((pruned["gated_ticket_sparsity"] - pruned["gate_sparsity"]).abs() < 0.01).all()
     assert ((pruned["jaccard_kept"] > 0) & (pruned["jaccard_kept"] <= 1)).all()
     for sigma, f in r["gate_findings"].items():
-        assert f["decided_something"] == bool((g[g["sigma"] == float(sigma)]["accepted"] <
-                                               g[g["sigma"] == float(sigma)]["proposals"]).any())
+        mine = g[g["sigma"] == float(sigma)]
+        assert f["decided_something"] == bool((mine["accepted"] < mine["proposals"]).any())
+        # section 3's "a refusal is not a stop": the seeds where an acceptance followed a refusal, from the epochs
+        assert f["accepted_after_refusal"] == [int(s) for s, ref, acc in zip(mine["seed"], mine["refused_epochs"],
+                                                                             mine["accepted_epochs"])
+                                               if ref and acc and max(acc) > min(ref)]
+        assert (mine["accepted"] == mine["accepted_epochs"].map(len)).all()
     assert r["exercises"]["3"] == 1.0  # one-shot + persistent masks: the gated mask is the epoch-1 magnitude mask
     vs = pd.DataFrame(r["vs_dense"])  # every ticket is compared with the dense network of its own seed
     assert len(vs) == 3 * len(p["sparsities"])

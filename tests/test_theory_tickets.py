@@ -189,6 +189,25 @@ def test_gate_verdicts_say_what_the_table_shows():
     assert found[0.2]["within_noise"] is False and "gated ticket is higher" in found[0.2]["verdict"]
     # plain rewound tickets at 0.5 (0.95-0.97) are as good as the gated ones; at 0.9 (0.75-0.77) they are not
     assert found[0.2]["plain_as_good_up_to"] == 0.5
+    assert "accepted 2 of 4 proposals" in lines[1] and "A refusal does not end" not in lines[1]
+    assert found[0.2]["accepted_after_refusal"] == []  # no accepted_epochs column: nothing claimed
+
+
+def test_gate_verdicts_explain_refusals_followed_by_acceptances_and_the_proposal_count():
+    import pandas as pd
+
+    t, _ = _ticket_rows()
+    base = {"gate_sparsity": 0.4, "gated_run_acc": 0.9}
+    gate = pd.DataFrame([  # seed 0: refused in epoch 1, accepted in 2 and 3; seed 1: accepted 1 and 2, refused after
+        {"sigma": 0.2, "seed": 0, "proposals": 5, "accepted": 2, "refused_epochs": [1, 4, 5], "accepted_epochs": [2, 3],
+         **base},
+        {"sigma": 0.2, "seed": 1, "proposals": 5, "accepted": 2, "refused_epochs": [3, 4, 5], "accepted_epochs": [1, 2],
+         **base}])
+    proposals = [None, 0.3, 0.6, 0.9, 0.9, 0.9]  # epochs 1..6: the ramp reaches 90 % at epoch 4
+    lines, found = tickets.gate_verdicts(gate, t, "0.96", n_test=1000, gate_target=0.9, proposals=proposals)
+    assert found[0.2]["accepted_after_refusal"] == [0]
+    assert "in 1 of 2 seeds a later step" in lines[1] and "accepted 2 of 5 proposals" in lines[1]
+    assert "reaches 90% at epoch 4; the 2 later epoch(s)" in lines[0] and "counts 4" in lines[0]
 
 
 def test_verdicts_follow_the_differences():

@@ -9,7 +9,7 @@ held through retraining in every case.
 from __future__ import annotations
 
 import copy
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 from torch import nn
 
@@ -80,17 +80,27 @@ def compare_with_dense(tickets, dense_acc: dict, n_test: int):
     return pd.DataFrame(rows)
 
 
-def gate_verdicts(gate, tickets, dense_text: str, n_test: int, gate_target: float) -> tuple[list[str], dict]:
+def gate_verdicts(gate, tickets, dense_text: str, n_test: int, gate_target: float,
+                  proposals: Optional[Sequence[Optional[float]]] = None) -> tuple[list[str], dict]:
     """Notebook 06 section 3's sentences, per sigma, computed from its tables.
 
-    ``gate``: one row per (sigma, seed) with proposals, accepted, refused_epochs, gate_sparsity, gated_run_acc and,
-    where the gate pruned, gated_ticket_acc, one-shot_ticket_acc, jaccard_kept.  ``tickets``: section 2's table.
+    ``gate``: one row per (sigma, seed) with proposals, accepted, refused_epochs (optionally accepted_epochs),
+    gate_sparsity, gated_run_acc and, where the gate pruned, gated_ticket_acc, one-shot_ticket_acc, jaccard_kept.
+    ``tickets``: section 2's table.  ``proposals``: the schedule's proposal per epoch 1..last
+    (``PruningSchedule.proposals()``); given, a first line says why the runs count different numbers of proposals.
     Returns the printed lines and, per sigma, what they say (decided_something, final_sparsities, verdict,
-    within_noise, plain_as_good_up_to).
+    within_noise, plain_as_good_up_to, accepted_after_refusal: a seed accepted a larger step after a refused one).
     """
     from ..analysis.stats import difference, fmt
 
     lines, findings = [], {}
+    if proposals is not None and any(p is not None for p in proposals):
+        top = max(p for p in proposals if p is not None)
+        end = next(e for e, p in enumerate(proposals, start=1) if p is not None and p >= top - 1e-12)
+        lines.append(f"('proposals' counts the epochs whose proposal would prune something new. The ramp reaches "
+                     f"{top:.0%} at epoch {end}; the {len(proposals) - end} later epoch(s) propose it again, which "
+                     f"prunes nothing new in a run already there, so a run that accepted every step counts {end}, "
+                     "while a run a refusal left below it counts them too.)")
     for sigma, g in gate.groupby("sigma"):
         g = g.sort_values("seed")
         finals = sorted(set(g["gate_sparsity"].round(3)))
@@ -100,8 +110,18 @@ def gate_verdicts(gate, tickets, dense_text: str, n_test: int, gate_target: floa
                        f"target {gate_target:.0%}: at this sigma it decided nothing")
         else:
             first = sorted({e[0] for e in g["refused_epochs"] if len(e)})
-            decided = (f"the gate refused steps (first refusal in epoch {', '.join(map(str, first))}) and ended at "
+            counts = sorted({(int(a), int(p)) for a, p in zip(g["accepted"], g["proposals"])})
+            decided = (f"the gate refused steps (first refusal in epoch {', '.join(map(str, first))}), accepted "
+                       + ", ".join(f"{a} of {p}" for a, p in counts) + " proposals, and ended at "
                        f"sparsity {', '.join(f'{f:.3f}' for f in finals)} (over {len(g)} seeds)")
+        later = []  # seeds where a step was accepted after an earlier refusal
+        if "accepted_epochs" in g:
+            later = [int(s) for s, ref, acc in zip(g["seed"], g["refused_epochs"], g["accepted_epochs"])
+                     if len(ref) and len(acc) and max(acc) > min(ref)]
+        if later:
+            decided += (f". A refusal does not end the run: in {len(later)} of {len(g)} seeds a later step, "
+                        "proposing at least as much, was accepted after a refused one, because the immediate gate judges each proposal by its own "
+                        "Bayes factor, on a network trained further since the refusal")
         line, d, as_good = f"sigma = {sigma}: {decided}.", None, None
         if "gated_ticket_acc" in g and g["gated_ticket_acc"].notna().all():
             d = difference(g["gated_ticket_acc"].tolist(), g["one-shot_ticket_acc"].tolist(), paired=True,
@@ -130,6 +150,6 @@ def gate_verdicts(gate, tickets, dense_text: str, n_test: int, gate_target: floa
                          f"\n   no plain rewound ticket above {r_gate:.0%} (section 2) was as good as the gated ticket")
         findings[sigma] = {"decided_something": decided_something, "final_sparsities": finals,
                            "verdict": d.text if d else None, "within_noise": d.within_noise if d else None,
-                           "plain_as_good_up_to": as_good}
+                           "plain_as_good_up_to": as_good, "accepted_after_refusal": later}
         lines.append(line)
     return lines, findings
