@@ -202,7 +202,7 @@ def test_public_api_names():
         assert hasattr(bp, name)
 
 
-#: The ``bayesian`` preset as the README documents it ("The first command"), field by field.
+#: The ``bayesian`` preset as the README documents it (its "Presets" paragraph), field by field.
 BAYESIAN_RECIPE = dict(method="bayes-obs", train_prior="map", prior_fit="marglik", schedule="gradual", scope="global",
                        bayes_factor="laplace", gate="immediate", final_prune="gate", sparsity=0.99, prior_sigma=0.3,
                        prune_start_epoch=3)

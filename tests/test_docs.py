@@ -111,3 +111,12 @@ def test_ci_runs_the_readmes_test_command():
     lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
     commands = [ln for ln in lines if ln and not ln.startswith("#")]
     assert _first_commands()[1] == commands[-1] == "pytest"
+
+
+def test_the_readmes_presets_paragraph_lists_the_bayesian_recipe():
+    import bayesprune as bp
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"`bayesian` is\n\n```python\n(bp\.RunConfig\(.*?\))\n```", readme, re.S)
+    assert code, "the README's Presets paragraph lost its recipe"
+    assert eval(code[1], {"bp": bp}) == bp.RunConfig.preset("bayesian")
