@@ -51,7 +51,8 @@ PRESET = "bayesian preset (gate stops)"
 ANCHORS = [("Sparse VD", 1.92, 1.5), ("DNS", 1.99, 1.8), ("L-OBS", 2.0, 1.5), ("SNIP", 2.4, 2.0)]
 
 
-def configs(base: bp.RunConfig, sparsities, seeds, trainings) -> tuple[list[bp.RunConfig], dict[str, tuple[str, str]]]:
+def configs(base: bp.RunConfig, sparsities, seeds, trainings,
+            schemes=tuple(SCHEMES)) -> tuple[list[bp.RunConfig], dict[str, tuple[str, str]]]:
     """The grid, highest sparsity first (the cells that matter most finish first), and key -> (scheme, training)."""
     out, label = [], {}
     for cfg in [base.replace(**_preset_protocol(), seed=int(s)) for s in seeds]:
@@ -60,6 +61,8 @@ def configs(base: bp.RunConfig, sparsities, seeds, trainings) -> tuple[list[bp.R
     for r in sorted(sparsities, reverse=True):
         for train in trainings:
             for scheme, fields in SCHEMES.items():
+                if scheme not in schemes:
+                    continue
                 for s in seeds:
                     cfg = base.replace(**fields, **TRAINING[train], sparsity=float(r), seed=int(s))
                     out.append(cfg)
@@ -102,6 +105,7 @@ def summarise(ok: pd.DataFrame, n_test: int) -> tuple[pd.DataFrame, pd.DataFrame
                 diffs.append(row)
     diff = pd.DataFrame(diffs)
     stops = ok[ok["scheme"] == PRESET][["seed", "final_sparsity", "test_accuracy"]].sort_values("seed")
+    stops = stops.assign(seed=stops["seed"].astype(int).astype(str))  # a label, not a number to format
     stops = stops.assign(**{"kept %": 100 * (1 - stops["final_sparsity"])})
     se = math.sqrt(0.98 * 0.02 / n_test) if n_test else math.nan
     diff.attrs["test_se_at_98"] = se
@@ -161,6 +165,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.75, 0.9, 0.95, 0.98, 0.99])
     ap.add_argument("--training", nargs="+", default=["ML", "MAP"], choices=list(TRAINING))
+    ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES), metavar="SCHEME",
+                    help="a subset of the variants (quote each name), default all: " + ", ".join(SCHEMES))
+    ap.add_argument("--no-preset", action="store_true", help="leave out the bayesian preset's runs")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default=None, help="default benchmarks/results/frontier_<dataset>")
     ap.add_argument("--figure", default=None, help="default docs/frontier_<dataset>.png")
@@ -170,7 +177,9 @@ def main() -> int:
     out = Path(args.out or f"benchmarks/results/frontier_{args.dataset}")
     figure = Path(args.figure or f"docs/frontier_{args.dataset}.png")
     base = bp.RunConfig(dataset=args.dataset, epochs=args.epochs, data_dir=args.data_dir, **parse_set(args.set))
-    cfgs, label = configs(base, args.sparsities, args.seeds, args.training)
+    cfgs, label = configs(base, args.sparsities, args.seeds, args.training, args.schemes)
+    if args.no_preset:
+        cfgs = [c for c in cfgs if label[c.key()][0] != PRESET]
     data = bp.load_dataset(base)
     t0 = time.perf_counter()
     if args.report_only:
