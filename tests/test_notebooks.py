@@ -178,6 +178,8 @@ def _check_05(r, p):
     falls = r["findings"]["fcn_rescaled_falls_with_width"]  # the first row agrees with section 1's own sentences
     first = next(v for k, v in verdicts.items() if k.startswith("random pruning, rescaled, fresh"))
     assert (first == "supported") == all(falls.values())
+    arrangement = next(v for k, v in verdicts.items() if "arrangement" in k)  # decided from both gaps, as section 5 printed
+    assert arrangement == r["findings"]["arrangement_verdict"]
     ex3 = pd.DataFrame(r["exercises"]["3"])  # exercise 3 compares like with like: both strategies, fresh and trained
     assert {"magnitude, fresh", "magnitude, trained", "random, fresh", "random, trained"} <= set(ex3.columns)
 

@@ -225,3 +225,30 @@ def test_verdicts_follow_the_differences():
     assert list(table.columns) == ["claim", "shows", "verdict"]
     with pytest.raises(ValueError, match="verdict='probably'"):
         theory.verdict_table([{"claim": "c", "shows": "s", "verdict": "probably"}])
+
+
+def test_arrangement_verdict_reads_both_gaps():
+    from bayesprune.analysis.stats import difference
+
+    big = difference([0.1, 0.11, 0.12], [3.0, 3.1, 2.9])     # about -2.9, beyond the noise
+    small = difference([0.1, 0.11, 0.12], [0.9, 0.95, 0.85])  # about -0.8, beyond the noise
+    noise = difference([0.1, 0.5, 0.3], [0.3, 0.1, 0.5])
+    # notebook 05 at width 256: fresh 4.43 -> shuffled 1.42 -> trained 0.53: the values do more than the arrangement
+    assert theory.arrangement_verdict(big, small)[0] == "contradicted"
+    assert theory.arrangement_verdict(noise, small)[0] == "supported"
+    assert theory.arrangement_verdict(small, noise)[0] == "contradicted"
+    assert theory.arrangement_verdict(noise, noise)[0] == "not shown (within the noise)"
+    assert theory.arrangement_verdict(small, big)[0].startswith("mixed: ")
+    verdict, text = theory.arrangement_verdict(big, small)
+    assert big.text in text and small.text in text and "values matter at least as much" in text
+    theory.verdict_table([{"claim": "c", "shows": text, "verdict": verdict}])  # a verdict the table accepts
+
+
+def test_dependence_note_says_whether_independent_weights_also_get_closer():
+    from bayesprune.analysis.stats import difference
+
+    falls = difference([0.1, 0.11, 0.12], [0.5, 0.52, 0.49])
+    noise = difference([0.1, 0.5, 0.3], [0.3, 0.1, 0.5])
+    assert "does not need dependence" in theory.dependence_note(falls, falls)
+    assert "needs the trained arrangement" in theory.dependence_note(falls, noise)
+    assert "did not get closer" in theory.dependence_note(noise, falls)

@@ -289,6 +289,52 @@ def combined_verdict(verdicts: Iterable[str]) -> str:
     return "mixed: " + ", ".join(f"{v} {verdicts.count(v)}x" for v in sorted(set(verdicts)))
 
 
+def arrangement_verdict(values_gap, arrangement_gap) -> tuple[str, str]:
+    """The claim "training's arrangement, not the weights' values, changes the distance", from both gaps.
+
+    ``values_gap`` is d(trained, shuffled) - d(fresh): the trained values placed at random against fresh
+    weights; ``arrangement_gap`` is d(trained) - d(trained, shuffled): where the same values sit.  Each is
+    a :func:`bayesprune.analysis.stats.difference` (``mean``, ``within_noise``, ``text``).
+
+    Supported only when the arrangement moves the distance beyond the noise and the values alone do not;
+    contradicted when the values alone move it beyond the noise at least as much as the arrangement does
+    (or the arrangement does nothing beyond the noise while the values do); mixed when both move it and the
+    arrangement more; not shown when neither gap is beyond the noise.  Returns (verdict, sentence).
+    """
+    values, arranged = not values_gap.within_noise, not arrangement_gap.within_noise
+    if not values and not arranged:
+        verdict, why = "not shown (within the noise)", "neither the values nor their arrangement moved the distance beyond the noise"
+    elif arranged and not values:
+        verdict, why = "supported", "the arrangement moved the distance beyond the noise, the values alone did not"
+    elif values and (not arranged or abs(values_gap.mean) >= abs(arrangement_gap.mean)):
+        verdict = "contradicted"
+        why = ("the weights' values alone (shuffled) moved the distance beyond the noise"
+               + ("" if not arranged else f", by {abs(values_gap.mean):.3g} against the arrangement's "
+                  f"{abs(arrangement_gap.mean):.3g}") + ": the values matter at least as much as where they sit")
+    else:
+        verdict = combined_verdict(["supported", "contradicted"])
+        why = (f"both moved it beyond the noise, the arrangement more ({abs(arrangement_gap.mean):.3g} against the "
+               f"values' {abs(values_gap.mean):.3g})")
+    return verdict, f"values (fresh -> shuffled): {values_gap.text}; arrangement (shuffled -> trained): {arrangement_gap.text}; {why}"
+
+
+def dependence_note(trained_trend, shuffled_trend) -> str:
+    """Whether the trained network's width benefit needs dependence: the same values shuffled are independent again.
+
+    Both arguments are differences "distance at the widest minus at the narrowest width" (negative: closer
+    when wider), for the trained weights and for the same weights shuffled.
+    """
+    trained = not trained_trend.within_noise and trained_trend.mean < 0
+    shuffled = not shuffled_trend.within_noise and shuffled_trend.mean < 0
+    if not trained:
+        return "the trained (dependent) weights did not get closer with width beyond the noise"
+    if shuffled:
+        return ("the same values shuffled (independent again) also got closer with width beyond the noise: the width "
+                "benefit does not need dependence")
+    return ("the same values shuffled (independent again) did not get closer with width beyond the noise: here the "
+            "width benefit needs the trained arrangement")
+
+
 def verdict_table(entries: Sequence[dict]) -> pd.DataFrame:
     """Notebook 05's closing table: one row per claim with what the runs showed and the verdict.
 
