@@ -251,3 +251,10 @@ def test_changes_override_the_preset_and_are_validated_with_it():
         RunConfig.preset("bayesian", epochs=0)
     with pytest.raises(ValueError, match=r"RunConfig.sparsity=1.5"):
         RunConfig.preset("bayesian", sparsity=1.5)
+
+
+def test_title_names_a_target_only_for_runs_that_prune():
+    from bayesprune import RunConfig
+
+    assert RunConfig(dataset="digits", method="bayes-magnitude", sparsity=0.9).title == "digits / fcn / bayes-magnitude @ 90%"
+    assert RunConfig(dataset="digits", method="none", sparsity=0.9).title == "digits / fcn / none"  # MAP training: no "@ 90%"

@@ -259,8 +259,11 @@ class RunConfig:
 
     @property
     def title(self) -> str:
-        """``digits / fcn / bayes-magnitude @ 90%``: the run's name in figures, progress bars and messages."""
-        return f"{self.dataset} / {self.model} / {self.method} @ {self.sparsity:.0%}"
+        """``digits / fcn / bayes-magnitude @ 90%``: the run's name in figures, progress bars and messages.
+
+        A run that does not prune (``method="none"``) has no target: ``digits / fcn / none``."""
+        head = f"{self.dataset} / {self.model} / {self.method}"
+        return head if self.method == "none" else f"{head} @ {self.sparsity:.0%}"
 
     @property
     def is_bayesian(self) -> bool:
