@@ -91,3 +91,20 @@ def test_gated_against_matched_prunes_the_plain_run_to_the_gates_stop(tmp_path):
         assert gated.final_sparsity.iloc[0] == pytest.approx(row["gate stopped at"], abs=0.005)
     lines, found = gradual.matched_lines(t, 360)
     assert len(lines) == 1 and set(found) == {0.9}
+
+
+def test_verdict_names_ties_with_a_collapsed_network():
+    v = pd.DataFrame([  # notebook 04 at the defaults: two ties at 99 %, where networks are at chance (0.10)
+        {"schedule": "gradual", "pruning": "random", "sparsity": 0.99, "bayes - plain": 0.001, "within the noise": True,
+         "bayes acc": 0.0991, "plain acc": 0.0981},
+        {"schedule": "gradual", "pruning": "magnitude", "sparsity": 0.99, "bayes - plain": -0.1176,
+         "within the noise": True, "bayes acc": 0.1056, "plain acc": 0.2231},
+        {"schedule": "gradual", "pruning": "magnitude", "sparsity": 0.5, "bayes - plain": -0.008,
+         "within the noise": True, "bayes acc": 0.95, "plain acc": 0.958},
+    ])
+    empty = pd.DataFrame(columns=["forced", "method", "target"])
+    lines, found = gradual.gradual_verdict(v, empty, chance=0.1)
+    assert found["collapsed_ties"] == ["random at 99% (Bayes 0.0991, plain 0.0981)",
+                                       "magnitude at 99% (Bayes 0.1056, plain 0.2231)"]
+    assert "within the noise in 3 (2 of them with a collapsed network" in lines[0]
+    assert gradual.gradual_verdict(v, empty)[1]["collapsed_ties"] == []  # without chance nothing is called collapsed

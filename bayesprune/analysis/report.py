@@ -158,7 +158,7 @@ def format_table1(table: pd.DataFrame) -> str:
         for m in TABLE_METHODS:
             c = COLUMN_NAMES[m]
             mean, std, n, paper = r[(c, "mean")], r[(c, "std")], r[(c, "n")], r[(c, "paper")]
-            # a spread only where it can be estimated (3+ seeds); fewer seeds say how many
+            # a spread only from 3 seeds (an SD from 2 is too uncertain to show); fewer seeds say how many
             cell = "–" if n == 0 else f"{mean:.4f}" + (f" ± {std:.4f}" if n >= 3 else f" ({n} seed{'s' * (n > 1)})")
             if not math.isnan(paper):
                 cell += f" (paper {paper:.4f})"

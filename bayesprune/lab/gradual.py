@@ -10,7 +10,7 @@ into the sentences notebook 04 prints, with the paper's claim beside them.  With
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 
@@ -45,22 +45,36 @@ def forced_steps(hist: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gradual_verdict(verdicts: pd.DataFrame, jumps: pd.DataFrame, schedule: str = "gradual") -> tuple[list[str], dict]:
+COLLAPSE_MARGIN = 0.05  # an accuracy within this of chance is a collapsed network
+
+
+def gradual_verdict(verdicts: pd.DataFrame, jumps: pd.DataFrame, schedule: str = "gradual",
+                    chance: Optional[float] = None) -> tuple[list[str], dict]:
     """Notebook 04's sentences on the gradual schedule: which way Bayes differs from plain, against the paper, and why.
 
-    ``verdicts``: section 3's table (schedule, pruning, sparsity, ``bayes - plain``, ``within the noise``);
-    ``jumps``: :func:`forced_steps` of the same runs.  Returns the lines and a dict of what they say
-    (below, above, within: the cells as ``"kind@sparsity"``; contradicts_paper: Bayes below plain beyond the
-    noise somewhere).
+    ``verdicts``: section 3's table (schedule, pruning, sparsity, ``bayes - plain``, ``within the noise``, and
+    optionally the mean accuracies ``bayes acc`` and ``plain acc``); ``jumps``: :func:`forced_steps` of the same
+    runs.  With ``chance`` (1 / classes) and the accuracy columns, a tie where either side's mean accuracy is
+    within ``COLLAPSE_MARGIN`` of chance is named as one with a collapsed network: it says nothing about the gate.
+    Returns the lines and a dict of what they say (below, above, within: the cells as ``"kind at sparsity"``;
+    collapsed_ties: the within-the-noise cells with a collapsed network; contradicts_paper: Bayes below plain
+    beyond the noise somewhere).
     """
     v = verdicts[verdicts["schedule"] == schedule]
     cell = lambda r: f"{r['pruning']} at {r['sparsity']:.0%} ({r['bayes - plain']:+.4f})"  # noqa: E731
     below = [cell(r) for _, r in v.iterrows() if not r["within the noise"] and r["bayes - plain"] < 0]
     above = [cell(r) for _, r in v.iterrows() if not r["within the noise"] and r["bayes - plain"] > 0]
     within = len(v) - len(below) - len(above)
+    collapsed = []
+    if chance is not None and {"bayes acc", "plain acc"} <= set(v.columns):
+        collapsed = [f"{r['pruning']} at {r['sparsity']:.0%} (Bayes {r['bayes acc']:.4f}, plain {r['plain acc']:.4f})"
+                     for _, r in v.iterrows() if r["within the noise"]
+                     and min(r["bayes acc"], r["plain acc"]) < chance + COLLAPSE_MARGIN]
+    ties = (f" ({len(collapsed)} of them with a collapsed network, within {COLLAPSE_MARGIN} of chance {chance:.2f}: "
+            f"{'; '.join(collapsed)}; such a tie says nothing about the gate)") if collapsed else ""
     lines = [f"{schedule}, final_prune='target': Bayes below its plain twin beyond the noise in {len(below)} of {len(v)} "
              f"cells" + (f" ({'; '.join(below)})" if below else "") + f", above it in {len(above)}"
-             + (f" ({'; '.join(above)})" if above else "") + f", within the noise in {within}."]
+             + (f" ({'; '.join(above)})" if above else "") + f", within the noise in {within}{ties}."]
     contradicts = bool(below) and not above
     if below:
         lines.append("The paper: \"" + PAPER_CLAIM + "\" " + (
@@ -77,7 +91,8 @@ def gradual_verdict(verdicts: pd.DataFrame, jumps: pd.DataFrame, schedule: str =
                 lines.append(f"  {kind} at {r:.0%}: before the forced last step the Bayes runs stood at sparsity "
                              f"{b['before_last'].mean():.3f} (plain: {p['before_last'].mean():.3f}); the last epoch "
                              f"pruned {b['last_jump'].mean():.3f} at once, with no epoch left to recover")
-    return lines, {"below": below, "above": above, "within": within, "contradicts_paper": contradicts}
+    return lines, {"below": below, "above": above, "within": within, "collapsed_ties": collapsed,
+                   "contradicts_paper": contradicts}
 
 
 def matched_comparison(gated: Mapping[int, tuple[float, float]], plain: Mapping[int, float], n_test: int,
