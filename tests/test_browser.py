@@ -149,9 +149,11 @@ def test_student_trains_from_the_dashboard(jupyterlab):
             page.keyboard.type("0.8")
             page.keyboard.press("Enter")
             expect(readout).to_have_text("0.80", timeout=10_000)
-            train.click()
             status = page.locator(".bayesprune-status")
-            expect(status).to_contain_text(re.compile(r"done|error"), timeout=120_000)
+            before = status.inner_text()  # Run All's own pair already wrote "done": wait for this click's run
+            train.click()
+            expect(status).not_to_have_text(before, timeout=120_000)
+            expect(status).to_contain_text(re.compile(r"bayes-magnitude 80%.*done|error"), timeout=120_000)
             text = status.inner_text()
             if "error" in text.lower():
                 page.screenshot(path=str(ARTIFACTS / "page-error.png"), full_page=True)
