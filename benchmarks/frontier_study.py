@@ -121,7 +121,10 @@ def _md(df: pd.DataFrame, digits: int = 4) -> str:
         cells = []
         for c in cols:
             v = row[c]
-            cells.append(f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("not run")
+            else:
+                cells.append(f"{v:.{digits}f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -195,7 +198,8 @@ def main() -> int:
     protocol = (f"{args.dataset} / FCN {list(base.fcn_hidden)}, {args.epochs} epochs, seeds {args.seeds}, "
                 f"targets {sorted(args.sparsities)}, bf_samples={base.bf_samples}, persistent masks, gradual ramp "
                 f"from epoch {base.prune_start_epoch} to {base.end_epoch}; {len(ok)} of {len(cfgs)} runs finished; "
-                f"sum of run times {run_seconds:.0f} s (OMP_NUM_THREADS=1, {args.workers} worker(s))")
+                f"sum of run times {run_seconds:.0f} s" + (" (a report of the runs in the folder: the cells marked "
+                "'not run' were not trained)" if args.report_only else f" (OMP_NUM_THREADS=1, {args.workers} worker(s))"))
     pivot = cells.pivot_table(index=["scheme", "training"], columns="target", values="text", aggfunc="first",
                               sort=False).reset_index() if len(cells) else cells
     pivot.columns = [f"{100 * c:g} %" if isinstance(c, float) else c for c in pivot.columns]
