@@ -211,13 +211,9 @@ def plot_masks(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], lay
 def frontier_configs(base: RunConfig, methods: Sequence[str], sparsities: Sequence[float],
                      seeds: Sequence[int]) -> list[RunConfig]:
     """``base`` x methods x sparsities x seeds (``none`` once per seed, at sparsity 0), for ``bp.sweep``."""
-    out: dict[str, RunConfig] = {}
-    for seed in seeds:
-        for method in methods:
-            for r in [0.0] if method == "none" else sparsities:
-                cfg = base.replace(method=method, sparsity=float(r), seed=int(seed))
-                out.setdefault(cfg.key(), cfg)
-    return list(out.values())
+    from ..runs.sweeps import grid
+
+    return grid(base, methods, sparsities, seeds)
 
 
 def frontier_table(results: pd.DataFrame, n_test: int, a: str = "obs", b: str = "magnitude",
